@@ -1,0 +1,99 @@
+"""The operation model: what a caller asks of the engine, lane by lane.
+
+An operation is (kind, parameter set, inputs). The inputs of one lane are a
+small named tuple; a batch is a list of them, all of one kind and parameter
+set. Randomness (seeds, coins, rnd) is drawn by the caller or by the engine
+from the OS CSPRNG, so a backend is a deterministic function of its lanes
+wherever the underlying library lets it be.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import NamedTuple
+
+
+class Kind(enum.StrEnum):
+    """The six operation kinds of design.md."""
+
+    KEM_KEYGEN = "kem_keygen"
+    KEM_ENCAPS = "kem_encaps"
+    KEM_DECAPS = "kem_decaps"
+    SIG_KEYGEN = "sig_keygen"
+    SIG_SIGN = "sig_sign"
+    SIG_VERIFY = "sig_verify"
+
+    @property
+    def is_kem(self) -> bool:
+        return self.value.startswith("kem_")
+
+
+class KemKeygenIn(NamedTuple):
+    seed: bytes  # d || z, 64 bytes (FIPS 203 section 7.1)
+
+
+class KemKeyPair(NamedTuple):
+    ek: bytes  # encapsulation key
+    dk_seed: bytes  # the 64-byte seed form of the decapsulation key
+
+
+class KemEncapsIn(NamedTuple):
+    ek: bytes
+    coins: bytes | None = None  # m, 32 bytes; None lets the backend draw it
+
+
+class KemEncapsOut(NamedTuple):
+    ct: bytes
+    ss: bytes
+
+
+class KemDecapsIn(NamedTuple):
+    dk_seed: bytes  # 64-byte seed form; the backend expands it
+    ct: bytes
+
+
+class SigKeygenIn(NamedTuple):
+    seed: bytes  # xi, 32 bytes (FIPS 204 Algorithm 1)
+
+
+class SigKeyPair(NamedTuple):
+    pk: bytes
+    sk_seed: bytes
+
+
+class SigSignIn(NamedTuple):
+    slot: int  # a key slot from Engine.load_signing_key
+    message: bytes
+    context: bytes = b""
+    rnd: bytes | None = None  # None: hedged with fresh randomness
+
+
+class SigVerifyIn(NamedTuple):
+    pk: bytes
+    message: bytes
+    signature: bytes
+    context: bytes = b""
+
+
+LaneInput = (
+    KemKeygenIn | KemEncapsIn | KemDecapsIn | SigKeygenIn | SigSignIn | SigVerifyIn
+)
+
+INPUT_TYPES: dict[Kind, type] = {
+    Kind.KEM_KEYGEN: KemKeygenIn,
+    Kind.KEM_ENCAPS: KemEncapsIn,
+    Kind.KEM_DECAPS: KemDecapsIn,
+    Kind.SIG_KEYGEN: SigKeygenIn,
+    Kind.SIG_SIGN: SigSignIn,
+    Kind.SIG_VERIFY: SigVerifyIn,
+}
+
+
+class OpKey(NamedTuple):
+    """What a queue is keyed by: one kind at one parameter set."""
+
+    kind: Kind
+    param: str
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}/{self.param}"
