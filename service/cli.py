@@ -1,0 +1,274 @@
+"""The ``pqc-engine`` command: serve, handshake, keys.
+
+Settings come from ``PQC_*`` environment variables; flags override them. A
+served app's worker processes read the same variables, so ``serve`` writes
+the merged settings back into its environment before starting them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from engine.errors import PqcError
+from engine.params import SIG_PARAMS
+from service.config import Settings
+
+logger = logging.getLogger("service.cli")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # One line per HTTP request is noise for a command-line user.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        return int(args.func(args) or 0)
+    except PqcError as exc:
+        print(f"pqc-engine: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pqc-engine",
+        description="Post-quantum handshakes (ML-KEM, ML-DSA) over a batch engine.",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("PQC_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    _handshake_parser(sub)
+    _keys_parser(sub)
+    return parser
+
+
+# -- serve ---------------------------------------------------------------
+
+
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the HTTP handshake service",
+        description="Run the pqc-hs/1 service. Defaults: 127.0.0.1:8000, memory "
+        "session store, keys in PQC_KEY_DIR. Every PQC_* variable applies.",
+    )
+    p.add_argument("--host", help="address to bind (PQC_HOST)")
+    p.add_argument("--port", type=int, help="port to bind (PQC_PORT)")
+    p.add_argument("--workers", type=int, help="worker processes (PQC_WORKERS)")
+    p.add_argument("--redis-url", help="use Redis for sessions, at this URL")
+    p.add_argument("--key-dir", help="signing-key directory (PQC_KEY_DIR)")
+    p.add_argument(
+        "--offload",
+        choices=["auto", "on", "off"],
+        help="device offload (PQC_OFFLOAD)",
+    )
+    p.set_defaults(func=_serve)
+
+
+def _serve_settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    changes: dict[str, object] = {}
+    for name in ("host", "port", "workers", "key_dir"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    if args.redis_url:
+        changes.update(session_redis=True, session_redis_url=args.redis_url)
+    if args.offload:
+        from dataclasses import replace
+
+        changes["engine"] = replace(settings.engine, offload=args.offload)
+    return settings.with_overrides(log_level=args.log_level, **changes)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = _serve_settings(args)
+    if settings.workers > 1 and not settings.session_redis:
+        raise PqcError(
+            f"{settings.workers} workers need a shared session store, but the memory "
+            "store serves one process only: set PQC_SESSION_REDIS=1 (and "
+            "PQC_SESSION_REDIS_URL) or pass --redis-url, or run one worker."
+        )
+    os.environ.update(settings.to_env())
+    logger.info("Starting with settings %s", json.dumps(settings.to_dict()))
+    uvicorn.run(
+        "service.api:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+# -- handshake -----------------------------------------------------------
+
+
+def _handshake_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "handshake",
+        help="do a pqc-hs/1 handshake against a server",
+        description="Handshake with URL, check the session with the server, then "
+        "delete it unless --keep. Prints the session (never its keys) as JSON.",
+    )
+    p.add_argument("url", help="server base URL, e.g. http://127.0.0.1:8000")
+    p.add_argument(
+        "--suite",
+        action="append",
+        help="suite to offer (repeatable, preference first)",
+    )
+    p.add_argument("--pin", help="trust only the keys in this exported keys file")
+    p.add_argument("--keep", action="store_true", help="do not delete the session")
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.set_defaults(func=_handshake)
+
+
+def _handshake(args: argparse.Namespace) -> int:
+    from service.client import PqcClient, load_pins
+
+    pins = load_pins(args.pin) if args.pin else None
+    if pins is None:
+        print(
+            "pqc-engine: no --pin given; trusting the server's keys on first use.",
+            file=sys.stderr,
+        )
+    with PqcClient(
+        args.url,
+        pins=pins,
+        trust_on_first_use=pins is None,
+        suites=args.suite,
+        timeout=args.timeout,
+    ) as client:
+        session = client.handshake()
+        state = client.verify_session(session)
+        if not args.keep:
+            client.delete_session(session)
+    out = {
+        "session_id": session.session_id,
+        "suite": session.suite,
+        "expires_at": session.expires_at,
+        "handshake_hash": session.handshake_hash,
+        "state": state["state"],
+        "deleted": not args.keep,
+    }
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+# -- keys ------------------------------------------------------------------
+
+
+def _keys_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "keys",
+        help="manage the signing-key directory",
+        description="Manage the ML-DSA signing keys in PQC_KEY_DIR (or --key-dir).",
+    )
+    p.add_argument("--key-dir", help="signing-key directory (PQC_KEY_DIR)")
+    ksub = p.add_subparsers(dest="keys_command", required=True)
+
+    gen = ksub.add_parser("generate", help="create a current key where none exists")
+    _algorithms_option(gen)
+    gen.set_defaults(func=_keys_generate)
+
+    rot = ksub.add_parser("rotate", help="make new current keys; old ones stay listed")
+    _algorithms_option(rot)
+    rot.set_defaults(func=_keys_rotate)
+
+    back = ksub.add_parser("backup", help="write a 0600 archive of the key store")
+    back.add_argument("archive")
+    back.set_defaults(func=_keys_backup)
+
+    rest = ksub.add_parser("restore", help="restore the key store from an archive")
+    rest.add_argument("archive")
+    rest.set_defaults(func=_keys_restore)
+
+    exp = ksub.add_parser(
+        "export", help="print the public keys document, for clients to pin"
+    )
+    exp.add_argument("--output", "-o", help="write to this file instead of stdout")
+    exp.set_defaults(func=_keys_export)
+
+
+def _algorithms_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--algorithm",
+        action="append",
+        choices=list(SIG_PARAMS),
+        help="ML-DSA parameter set (repeatable; default: all three)",
+    )
+
+
+def _keystore(args: argparse.Namespace):
+    from service.keystore import KeyStore
+
+    settings = Settings.from_env()
+    key_dir = args.key_dir or settings.key_dir
+    return KeyStore(key_dir, rotation_days=settings.key_rotation_days)
+
+
+def _keys_generate(args: argparse.Namespace) -> int:
+    store = _keystore(args)
+    algorithms = args.algorithm or list(SIG_PARAMS)
+    store.ensure(algorithms)
+    for algorithm in algorithms:
+        print(f"{algorithm}: current key {store.current(algorithm).key_id}")
+    return 0
+
+
+def _keys_rotate(args: argparse.Namespace) -> int:
+    store = _keystore(args)
+    for record in store.rotate(args.algorithm or None):
+        print(f"{record.algorithm}: new current key {record.key_id}")
+    return 0
+
+
+def _keys_backup(args: argparse.Namespace) -> int:
+    _keystore(args).backup(args.archive)
+    print(f"backed up to {args.archive}")
+    return 0
+
+
+def _keys_restore(args: argparse.Namespace) -> int:
+    _keystore(args).restore(args.archive)
+    print(f"restored from {args.archive}")
+    return 0
+
+
+def _keys_export(args: argparse.Namespace) -> int:
+    store = _keystore(args)
+    document = {
+        "protocol": "pqc-hs/1",
+        "signature_keys": [
+            {**record.public_info(), "status": status}
+            for record, status in store.published()
+        ],
+    }
+    text = json.dumps(document, indent=2)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
