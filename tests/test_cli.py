@@ -1,0 +1,81 @@
+"""The pqc-engine command: help texts and the key-store subcommands."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from service.cli import main
+
+COMMANDS = [
+    [],
+    ["serve"],
+    ["handshake"],
+    ["keys"],
+    ["keys", "generate"],
+    ["keys", "rotate"],
+    ["keys", "backup"],
+    ["keys", "restore"],
+    ["keys", "export"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "top")
+def test_every_command_has_help(command: list[str], capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([*command, "--help"])
+    assert info.value.code == 0
+    assert "usage: pqc-engine" in capsys.readouterr().out
+
+
+def test_console_script_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert "serve" in result.stdout and "handshake" in result.stdout
+
+
+def test_keys_lifecycle(tmp_path, capsys) -> None:
+    key_dir = str(tmp_path / "keys")
+    assert main(["keys", "--key-dir", key_dir, "generate"]) == 0
+    first = capsys.readouterr().out
+    assert "ML-DSA-65: current key" in first
+
+    assert (
+        main(["keys", "--key-dir", key_dir, "rotate", "--algorithm", "ML-DSA-65"]) == 0
+    )
+    assert "ML-DSA-65: new current key" in capsys.readouterr().out
+
+    exported = tmp_path / "pins.json"
+    assert main(["keys", "--key-dir", key_dir, "export", "-o", str(exported)]) == 0
+    document = json.loads(exported.read_text())
+    statuses = sorted(
+        k["status"] for k in document["signature_keys"] if k["algorithm"] == "ML-DSA-65"
+    )
+    assert statuses == ["current", "previous"]
+
+    archive = tmp_path / "keys.tar"
+    assert main(["keys", "--key-dir", key_dir, "backup", str(archive)]) == 0
+    assert stat.S_IMODE(os.stat(archive).st_mode) == 0o600
+    restored = str(tmp_path / "restored")
+    assert main(["keys", "--key-dir", restored, "restore", str(archive)]) == 0
+    capsys.readouterr()
+    assert main(["keys", "--key-dir", restored, "export"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["signature_keys"] == document["signature_keys"]
+
+
+def test_memory_store_with_two_workers_is_refused(tmp_path, capsys) -> None:
+    code = main(["serve", "--workers", "2", "--key-dir", str(tmp_path), "--port", "0"])
+    assert code == 2
+    assert "memory" in capsys.readouterr().err
