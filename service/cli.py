@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     _serve_parser(sub)
     _handshake_parser(sub)
     _keys_parser(sub)
+    _loadtest_parser(sub)
     return parser
 
 
@@ -170,6 +171,31 @@ def _handshake(args: argparse.Namespace) -> int:
     }
     print(json.dumps(out, indent=2))
     return 0
+
+
+# -- loadtest --------------------------------------------------------------
+
+
+def _loadtest_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "loadtest",
+        help="run concurrent whole handshakes against a server",
+        description="N concurrent clients do complete handshakes (hello, "
+        "key-exchange, verify) for T seconds; prints handshakes per second, "
+        "p50/p95/p99 latency, errors by code and the server's mean batch size.",
+    )
+    p.add_argument("url", help="server base URL, e.g. http://127.0.0.1:8000")
+    p.add_argument("--concurrency", "-c", type=int, default=64)
+    p.add_argument("--duration", "-d", type=float, default=10.0, help="seconds")
+    p.add_argument("--suite", action="append", help="suite to offer (repeatable)")
+    p.add_argument("--json", help="also write the report to this JSON file")
+    p.set_defaults(func=_loadtest)
+
+
+def _loadtest(args: argparse.Namespace) -> int:
+    from service.loadtest import main as run
+
+    return run(args)
 
 
 # -- keys ------------------------------------------------------------------

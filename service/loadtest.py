@@ -1,0 +1,151 @@
+"""``pqc-engine loadtest``: concurrent whole handshakes against a server.
+
+N clients each loop over complete handshakes (keys pinned once, then hello,
+key-exchange, verify) for T seconds through the async client SDK. The report
+gives handshakes per second, latency percentiles, errors by code, and the
+mean batch size the server's engine formed during the run (from
+``GET /api/pqc/stats`` before and after).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import httpx
+
+from service.client import (
+    AsyncPqcClient,
+    ClientError,
+    HandshakeError,
+    pins_from_document,
+)
+
+
+@dataclass
+class LoadReport:
+    url: str
+    concurrency: int
+    duration_s: float
+    suites: list[str]
+    handshakes: int = 0
+    handshakes_per_s: float = 0.0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    server_batches: int = 0
+    server_operations: int = 0
+    server_mean_batch_size: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def render(self) -> str:
+        lat = self.latency_ms
+        lines = [
+            f"url            {self.url}",
+            f"concurrency    {self.concurrency}",
+            f"duration       {self.duration_s:.1f} s",
+            f"handshakes     {self.handshakes}",
+            f"rate           {self.handshakes_per_s:.1f} handshakes/s",
+            f"latency        p50 {lat.get('p50', 0.0):.1f} ms  "
+            f"p95 {lat.get('p95', 0.0):.1f} ms  p99 {lat.get('p99', 0.0):.1f} ms",
+            f"server batches {self.server_batches} "
+            f"(mean size {self.server_mean_batch_size:.2f})",
+            "errors         "
+            + (
+                ", ".join(f"{k}: {v}" for k, v in sorted(self.errors.items())) or "none"
+            ),
+        ]
+        return "\n".join(lines)
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _worker(
+    client: AsyncPqcClient,
+    deadline: float,
+    latencies: list[float],
+    errors: Counter[str],
+) -> None:
+    while time.monotonic() < deadline:
+        start = time.perf_counter()
+        try:
+            session = await client.handshake()
+            await client.verify_session(session)
+        except ClientError as exc:
+            errors[exc.code] += 1
+            await asyncio.sleep(0.01)
+            continue
+        except HandshakeError:
+            errors["client_check_failed"] += 1
+            continue
+        except httpx.HTTPError as exc:
+            errors[type(exc).__name__] += 1
+            await asyncio.sleep(0.01)
+            continue
+        latencies.append(time.perf_counter() - start)
+
+
+async def run_load(
+    url: str, concurrency: int, duration: float, suites: list[str] | None = None
+) -> LoadReport:
+    """Run the load and return its report; the server must already be up."""
+    limits = httpx.Limits(
+        max_connections=concurrency, max_keepalive_connections=concurrency
+    )
+    async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) as http:
+        pins = pins_from_document((await http.get("/api/pqc/keys")).json())
+        client = AsyncPqcClient(url, pins=pins, suites=suites, http=http)
+        before = (await http.get("/api/pqc/stats")).json()
+        latencies: list[float] = []
+        errors: Counter[str] = Counter()
+        started = time.monotonic()
+        deadline = started + duration
+        await asyncio.gather(
+            *(_worker(client, deadline, latencies, errors) for _ in range(concurrency))
+        )
+        elapsed = time.monotonic() - started
+        after = (await http.get("/api/pqc/stats")).json()
+    return _report(
+        url, concurrency, elapsed, client.suites, latencies, errors, before, after
+    )
+
+
+def _report(url, concurrency, elapsed, suites, latencies, errors, before, after):
+    ordered = sorted(latencies)
+    batches = after["batches"] - before["batches"]
+    operations = after["operations"] - before["operations"]
+    return LoadReport(
+        url=url,
+        concurrency=concurrency,
+        duration_s=round(elapsed, 3),
+        suites=list(suites),
+        handshakes=len(ordered),
+        handshakes_per_s=round(len(ordered) / elapsed, 2) if elapsed else 0.0,
+        latency_ms={
+            q: round(1e3 * percentile(ordered, v), 2)
+            for q, v in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+        },
+        errors=dict(errors),
+        server_batches=batches,
+        server_operations=operations,
+        server_mean_batch_size=round(operations / batches, 3) if batches else 0.0,
+    )
+
+
+def main(args) -> int:
+    report = asyncio.run(
+        run_load(args.url, args.concurrency, args.duration, args.suite)
+    )
+    print(report.render())
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(report.to_dict(), handle, indent=2)
+    return 0 if report.handshakes and not report.errors else 1
