@@ -1,0 +1,188 @@
+/*
+ * ML-KEM polynomial sampling, compression and byte encoding (FIPS 203,
+ * sections 4.2.1 and 4.2.2), and coefficient-wise arithmetic.
+ */
+#include <string.h>
+
+#include "fips202.h"
+#include "mlkem_poly.h"
+
+void mlkem_poly_add(mlkem_poly *r, const mlkem_poly *a, const mlkem_poly *b)
+{
+    for (unsigned i = 0; i < MLKEM_N; i++) {
+        r->c[i] = mlkem_add_q(a->c[i], b->c[i]);
+    }
+}
+
+void mlkem_poly_sub(mlkem_poly *r, const mlkem_poly *a, const mlkem_poly *b)
+{
+    for (unsigned i = 0; i < MLKEM_N; i++) {
+        r->c[i] = mlkem_sub_q(a->c[i], b->c[i]);
+    }
+}
+
+/* FIPS 203, Algorithm 7. Every 3 bytes give two 12-bit candidates; those
+ * below q are kept. 168 bytes (one SHAKE128 block) hold 56 triples, so
+ * squeezing whole blocks never splits one. rho is public: the branches on
+ * the candidates leak nothing secret. */
+void mlkem_poly_sample_ntt(mlkem_poly *p, const uint8_t rho[32], uint8_t x,
+                           uint8_t y)
+{
+    uint8_t seed[MLKEM_SYM_BYTES + 2];
+    uint8_t block[KECCAK_SHAKE128_RATE];
+    keccak_state xof;
+    unsigned filled = 0;
+
+    memcpy(seed, rho, MLKEM_SYM_BYTES);
+    seed[MLKEM_SYM_BYTES] = x;
+    seed[MLKEM_SYM_BYTES + 1] = y;
+    shake128_init(&xof);
+    keccak_absorb(&xof, seed, sizeof(seed));
+    keccak_finalize(&xof);
+
+    while (filled < MLKEM_N) {
+        keccak_squeeze(&xof, block, sizeof(block));
+        for (unsigned b = 0; b < sizeof(block) && filled < MLKEM_N; b += 3) {
+            uint16_t d1 = (uint16_t)(block[b] | ((block[b + 1] & 0x0F) << 8));
+            uint16_t d2 = (uint16_t)((block[b + 1] >> 4) | (block[b + 2] << 4));
+
+            if (d1 < MLKEM_Q) {
+                p->c[filled++] = d1;
+            }
+            if (d2 < MLKEM_Q && filled < MLKEM_N) {
+                p->c[filled++] = d2;
+            }
+        }
+    }
+}
+
+static unsigned bit_at(const uint8_t *buf, unsigned j)
+{
+    return (buf[j / 8] >> (j % 8)) & 1u;
+}
+
+/* FIPS 203, Algorithm 8, read literally: coefficient i is the number of ones
+ * among bits [2 eta i, 2 eta i + eta) minus that among the next eta bits.
+ * The bit positions depend only on i and eta, never on the bits, so the
+ * count is constant time. */
+void mlkem_poly_sample_cbd(mlkem_poly *p, const uint8_t sigma[32],
+                           uint8_t nonce, unsigned eta)
+{
+    uint8_t prf_in[MLKEM_SYM_BYTES + 1];
+    uint8_t bits[64 * 3];
+
+    assert(eta == 2 || eta == 3);
+    memcpy(prf_in, sigma, MLKEM_SYM_BYTES);
+    prf_in[MLKEM_SYM_BYTES] = nonce;
+    shake256(bits, 64 * eta, prf_in, sizeof(prf_in));
+
+    for (unsigned i = 0; i < MLKEM_N; i++) {
+        unsigned first = 2 * eta * i;
+        uint16_t x = 0, y = 0;
+
+        for (unsigned t = 0; t < eta; t++) {
+            x = (uint16_t)(x + bit_at(bits, first + t));
+            y = (uint16_t)(y + bit_at(bits, first + eta + t));
+        }
+        p->c[i] = mlkem_sub_q(x, y);
+    }
+
+    mlkem_wipe(prf_in, sizeof(prf_in));
+    mlkem_wipe(bits, sizeof(bits));
+}
+
+/* ByteEncode_d (FIPS 203, Algorithm 5): bit j of value i is bit d i + j of
+ * the output, least significant first. Values must be below 2^d. The loop
+ * shape depends on d only. */
+static void pack_bits(uint8_t *out, const uint16_t v[MLKEM_N], unsigned d)
+{
+    uint32_t acc = 0;
+    unsigned held = 0;
+
+    for (unsigned i = 0; i < MLKEM_N; i++) {
+        acc |= (uint32_t)v[i] << held;
+        held += d;
+        while (held >= 8) {
+            *out++ = (uint8_t)acc;
+            acc >>= 8;
+            held -= 8;
+        }
+    }
+}
+
+/* ByteDecode_d (FIPS 203, Algorithm 6) without the final mod q. */
+static void unpack_bits(uint16_t v[MLKEM_N], const uint8_t *in, unsigned d)
+{
+    uint32_t acc = 0;
+    unsigned held = 0;
+
+    for (unsigned i = 0; i < MLKEM_N; i++) {
+        while (held < d) {
+            acc |= (uint32_t)*in++ << held;
+            held += 8;
+        }
+        v[i] = (uint16_t)(acc & ((1u << d) - 1));
+        acc >>= d;
+        held -= d;
+    }
+}
+
+/* Compress_d(x) = round(2^d x / q) mod 2^d = floor((2^d x + 1664) / q) mod
+ * 2^d for odd q (FIPS 203, equation 4.7). The division is mlkem_div_q's
+ * multiply and shift, since x may be secret (the decrypted message, u and v
+ * of a re-encryption). */
+void mlkem_poly_compress_encode(uint8_t *out, const mlkem_poly *p, unsigned d)
+{
+    uint16_t v[MLKEM_N];
+
+    assert(d >= 1 && d <= 11);
+    MLKEM_ASSERT_CANONICAL(p);
+    for (unsigned i = 0; i < MLKEM_N; i++) {
+        uint32_t scaled = ((uint32_t)p->c[i] << d) + MLKEM_HALF_Q;
+        v[i] = (uint16_t)(mlkem_div_q(scaled) & ((1u << d) - 1));
+    }
+
+    pack_bits(out, v, d);
+    mlkem_wipe(v, sizeof(v));
+}
+
+/* Decompress_d(y) = round(q y / 2^d) = floor((q y + 2^(d-1)) / 2^d)
+ * (FIPS 203, equation 4.8); always below q. */
+void mlkem_poly_decode_decompress(mlkem_poly *p, const uint8_t *in, unsigned d)
+{
+    assert(d >= 1 && d <= 11);
+    unpack_bits(p->c, in, d);
+    for (unsigned i = 0; i < MLKEM_N; i++) {
+        uint32_t y = p->c[i];
+        p->c[i] = (uint16_t)((y * MLKEM_Q + (1u << (d - 1))) >> d);
+    }
+}
+
+void mlkem_poly_encode12(uint8_t *out, const mlkem_poly *p)
+{
+    MLKEM_ASSERT_CANONICAL(p);
+    pack_bits(out, p->c, 12);
+}
+
+/* A 12-bit value is below 2^12 < 2q, so one masked subtraction reduces it;
+ * the out-of-range flags are OR-ed together rather than tested one by one. */
+uint32_t mlkem_poly_decode12(mlkem_poly *p, const uint8_t *in)
+{
+    uint32_t out_of_range = 0;
+
+    unpack_bits(p->c, in, 12);
+    for (unsigned i = 0; i < MLKEM_N; i++) {
+        out_of_range |= ~mlkem_mask_lt(p->c[i], MLKEM_Q);
+        p->c[i] = mlkem_csub_q(p->c[i]);
+    }
+    return out_of_range;
+}
+
+void mlkem_wipe(void *p, size_t len)
+{
+    volatile uint8_t *bytes = (volatile uint8_t *)p;
+
+    for (size_t i = 0; i < len; i++) {
+        bytes[i] = 0;
+    }
+}
