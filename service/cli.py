@@ -188,6 +188,13 @@ def _loadtest_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--concurrency", "-c", type=int, default=64)
     p.add_argument("--duration", "-d", type=float, default=10.0, help="seconds")
     p.add_argument("--suite", action="append", help="suite to offer (repeatable)")
+    p.add_argument(
+        "--processes",
+        "-p",
+        type=int,
+        default=1,
+        help="client processes to spread the clients over (default 1)",
+    )
     p.add_argument("--json", help="also write the report to this JSON file")
     p.set_defaults(func=_loadtest)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -23,6 +24,7 @@ from service.client import (
     HandshakeError,
     pins_from_document,
 )
+from service.protocol import DEFAULT_SUITE
 
 
 @dataclass
@@ -31,6 +33,7 @@ class LoadReport:
     concurrency: int
     duration_s: float
     suites: list[str]
+    processes: int = 1
     handshakes: int = 0
     handshakes_per_s: float = 0.0
     latency_ms: dict[str, float] = field(default_factory=dict)
@@ -46,7 +49,7 @@ class LoadReport:
         lat = self.latency_ms
         lines = [
             f"url            {self.url}",
-            f"concurrency    {self.concurrency}",
+            f"concurrency    {self.concurrency} ({self.processes} client processes)",
             f"duration       {self.duration_s:.1f} s",
             f"handshakes     {self.handshakes}",
             f"rate           {self.handshakes_per_s:.1f} handshakes/s",
@@ -93,29 +96,70 @@ async def _worker(
         latencies.append(time.perf_counter() - start)
 
 
-async def run_load(
-    url: str, concurrency: int, duration: float, suites: list[str] | None = None
-) -> LoadReport:
-    """Run the load and return its report; the server must already be up."""
+async def _load(
+    url: str, concurrency: int, duration: float, suites: list[str] | None
+) -> tuple[list[float], Counter[str]]:
+    """One process's share: ``concurrency`` clients for ``duration`` seconds."""
     limits = httpx.Limits(
         max_connections=concurrency, max_keepalive_connections=concurrency
     )
     async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) as http:
         pins = pins_from_document((await http.get("/api/pqc/keys")).json())
         client = AsyncPqcClient(url, pins=pins, suites=suites, http=http)
-        before = (await http.get("/api/pqc/stats")).json()
         latencies: list[float] = []
         errors: Counter[str] = Counter()
-        started = time.monotonic()
-        deadline = started + duration
+        deadline = time.monotonic() + duration
         await asyncio.gather(
             *(_worker(client, deadline, latencies, errors) for _ in range(concurrency))
         )
-        elapsed = time.monotonic() - started
-        after = (await http.get("/api/pqc/stats")).json()
-    return _report(
-        url, concurrency, elapsed, client.suites, latencies, errors, before, after
+    return latencies, errors
+
+
+def _load_in_process(args: tuple) -> tuple[list[float], Counter[str]]:
+    return asyncio.run(_load(*args))
+
+
+def _stats(url: str) -> dict:
+    return httpx.get(url.rstrip("/") + "/api/pqc/stats", timeout=30.0).json()
+
+
+def run_load(
+    url: str,
+    concurrency: int,
+    duration: float,
+    suites: list[str] | None = None,
+    processes: int = 1,
+) -> LoadReport:
+    """Run the load and return its report; the server must already be up.
+
+    With ``processes`` > 1 the clients are spread over that many processes,
+    so that the client side's Python does not cap what the server can show.
+    """
+    if concurrency < 1 or duration <= 0 or not 1 <= processes <= concurrency:
+        raise ValueError("Concurrency, duration and processes must be positive.")
+    shares = [concurrency // processes] * processes
+    for i in range(concurrency % processes):
+        shares[i] += 1
+    before = _stats(url)
+    started = time.monotonic()
+    if processes == 1:
+        parts = [_load_in_process((url, concurrency, duration, suites))]
+    else:
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(processes) as pool:
+            jobs = [(url, share, duration, suites) for share in shares]
+            parts = pool.map(_load_in_process, jobs)
+    elapsed = time.monotonic() - started
+    after = _stats(url)
+
+    latencies = [x for part in parts for x in part[0]]
+    errors: Counter[str] = sum((part[1] for part in parts), Counter())
+    chosen = suites or [DEFAULT_SUITE]
+    report = _report(
+        url, concurrency, elapsed, chosen, latencies, errors, before, after
     )
+    report.processes = processes
+    return report
 
 
 def _report(url, concurrency, elapsed, suites, latencies, errors, before, after):
@@ -141,8 +185,8 @@ def _report(url, concurrency, elapsed, suites, latencies, errors, before, after)
 
 
 def main(args) -> int:
-    report = asyncio.run(
-        run_load(args.url, args.concurrency, args.duration, args.suite)
+    report = run_load(
+        args.url, args.concurrency, args.duration, args.suite, args.processes
     )
     print(report.render())
     if args.json:
