@@ -148,9 +148,11 @@ class Engine:
 
     def submit(self, kind: Kind | str, param: str, lane: tuple) -> Future:
         """Queue one lane; its future holds the result or the lane's error."""
-        key = self._check(Kind(kind), param, lane)
+        # Before start() no backend has passed its self-tests, so the
+        # capability check below would misreport a stopped engine.
         if self._scheduler is None or self._closed:
             raise EngineClosed("The engine is not running; call start() first.")
+        key = self._check(Kind(kind), param, lane)
         return self._scheduler.submit(key, lane)
 
     async def run(self, kind: Kind | str, param: str, lane: tuple) -> object:
@@ -169,8 +171,8 @@ class Engine:
     async def kem_encaps(self, param: str, ek: bytes) -> KemEncapsOut:
         return await self.run(Kind.KEM_ENCAPS, param, KemEncapsIn(ek))
 
-    async def kem_decaps(self, param: str, dk_seed: bytes, ct: bytes) -> bytes:
-        return await self.run(Kind.KEM_DECAPS, param, KemDecapsIn(dk_seed, ct))
+    async def kem_decaps(self, param: str, dk: bytes, ct: bytes) -> bytes:
+        return await self.run(Kind.KEM_DECAPS, param, KemDecapsIn(dk, ct))
 
     async def sig_keygen(self, param: str, seed: bytes | None = None) -> SigKeyPair:
         seed = os.urandom(P.SIG_SEED_BYTES) if seed is None else seed
@@ -326,13 +328,17 @@ class Engine:
             if self._closed:
                 break
             if run_selftests(state.backend).passed and self._reload_keys(state):
+                # One critical section: a failure landing between clearing
+                # the mark and ending the probe would otherwise find a probe
+                # still "running" and leave the backend degraded for good.
                 with self._lock:
                     state.degraded_since = None
                     state.last_error = None
+                    state.probing = False
                 logger.info(
                     "Backend %s passed its probe; serving again.", state.backend.name
                 )
-                break
+                return
             state.next_probe = time.monotonic() + PROBE_INTERVAL
         with self._lock:
             state.probing = False

@@ -48,7 +48,7 @@ class KemEncapsOut(NamedTuple):
 
 
 class KemDecapsIn(NamedTuple):
-    dk_seed: bytes  # 64-byte seed form; the backend expands it
+    dk: bytes  # the 64-byte seed form, or the expanded FIPS 203 dk
     ct: bytes
 
 
@@ -61,11 +61,19 @@ class SigKeyPair(NamedTuple):
     sk_seed: bytes
 
 
+# What a signing or verifying lane's ``message`` is (FIPS 204):
+#   "pure":     M, signed as ML-DSA.Sign with ``context`` (Algorithm 2)
+#   "internal": M' itself, for Sign_internal (Algorithm 7); no context
+#   "mu":       the 64-byte message representative mu; no context
+SIG_MODES = ("pure", "internal", "mu")
+
+
 class SigSignIn(NamedTuple):
     slot: int  # a key slot from Engine.load_signing_key
     message: bytes
     context: bytes = b""
     rnd: bytes | None = None  # None: hedged with fresh randomness
+    mode: str = "pure"
 
 
 class SigVerifyIn(NamedTuple):
@@ -73,6 +81,7 @@ class SigVerifyIn(NamedTuple):
     message: bytes
     signature: bytes
     context: bytes = b""
+    mode: str = "pure"
 
 
 LaneInput = (

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from engine import params as P
 from engine.backends.base import Backend
+from engine.errors import PqcError
 from engine.ops import (
     KemDecapsIn,
     KemEncapsIn,
@@ -103,6 +104,10 @@ def _one(backend: Backend, kind: Kind, param: str, lane: tuple) -> object:
     (result,) = backend.run_batch(key, [lane])
     if isinstance(result, Exception):
         raise result
+    if result is None:
+        # None means "not served" to the checks below; a served operation
+        # that answers None must fail, not be skipped.
+        raise PqcError(f"{key} returned no answer.")
     return result
 
 

@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 MAX_SUITE_NAME = 128
 MAX_CLIENT_ADDRESS = 256
 KEY_RELOAD_INTERVAL = 1.0  # seconds between checks for a rotated key store
+KEPT_SLOTS_PER_ALGORITHM = 2  # the current signing key and the one before
 
 
 def rfc3339(t: float) -> str:
@@ -99,11 +100,19 @@ class HandshakeService:
         if handle is None:
             handle = self.engine.load_signing_key(algorithm, record.seed)
             with self._lock:
-                stale = [k for k, h in self._handles.items() if h.param == algorithm]
-                for key_id in stale:
-                    self.engine.unload_signing_key(self._handles.pop(key_id))
                 self._handles[record.key_id] = handle
+                self._retire_old_handles(algorithm)
         return record.key_id, handle
+
+    def _retire_old_handles(self, algorithm: str) -> None:
+        """Unload all but the newest slots of ``algorithm``.
+
+        The previous key's slot stays loaded so that a hello that picked it up
+        just before a rotation can still sign with it.
+        """
+        mine = [k for k, h in self._handles.items() if h.param == algorithm]
+        for key_id in mine[:-KEPT_SLOTS_PER_ALGORITHM]:
+            self.engine.unload_signing_key(self._handles.pop(key_id))
 
     # -- section 2: hello -------------------------------------------------
 

@@ -142,7 +142,7 @@ class LiboqsBackend(Backend):
 
     def _kem_decaps(self, param: str, lane: tuple) -> bytes:
         spec = P.kem_params(param)
-        seed = check_bytes("The decapsulation key seed", lane.dk_seed, spec.seed_bytes)
+        seed = check_bytes("The decapsulation key seed", lane.dk, spec.seed_bytes)
         ct = check_bytes("The ciphertext", lane.ct, spec.ct_bytes)
         with self._oqs.KeyEncapsulation(param) as kem:
             _seeded(kem)(seed)
@@ -156,8 +156,8 @@ class LiboqsBackend(Backend):
             return SigKeyPair(bytes(_seeded(sig)(seed)), seed)
 
     def _sig_sign(self, param: str, lane: tuple) -> bytes:
-        if lane.rnd is not None:
-            raise InvalidInput("The liboqs backend cannot sign with caller-given rnd.")
+        if lane.rnd is not None or lane.mode != "pure":
+            raise InvalidInput("The liboqs backend signs in pure mode, hedged, only.")
         with self._lock:
             entry = self._slots.get(lane.slot)
         if entry is None or entry[0] != param:
@@ -167,6 +167,8 @@ class LiboqsBackend(Backend):
     def _sig_verify(self, param: str, lane: tuple) -> bool:
         spec = P.sig_params(param)
         pk = check_bytes("The ML-DSA public key", lane.pk, spec.pk_bytes)
+        if lane.mode != "pure":
+            raise InvalidInput("The liboqs backend verifies in pure mode only.")
         if len(lane.signature) != spec.sig_bytes or len(lane.context) > 255:
             return False
         with self._oqs.Signature(param) as sig:

@@ -78,6 +78,10 @@ class OpenSSLBackend(Backend):
 
     def load_signing_key(self, slot: int, param: str, seed: bytes) -> bytes:
         priv_cls, _ = _sig_classes(param)
+        if len(seed) == P.sig_params(param).sk_bytes:
+            raise InvalidInput(
+                "The OpenSSL backend loads signing keys from seeds only."
+            )
         seed = check_bytes("The ML-DSA seed", seed, P.SIG_SEED_BYTES)
         key = priv_cls.from_seed_bytes(seed)
         with self._lock:
@@ -124,7 +128,11 @@ class OpenSSLBackend(Backend):
     def _kem_decaps(self, param: str, lane: tuple) -> bytes:
         priv_cls, _ = _kem_classes(param)
         spec = P.kem_params(param)
-        seed = check_bytes("The decapsulation key seed", lane.dk_seed, spec.seed_bytes)
+        if len(lane.dk) == spec.dk_bytes:
+            raise InvalidInput(
+                "The OpenSSL backend takes decapsulation keys in seed form only."
+            )
+        seed = check_bytes("The decapsulation key seed", lane.dk, spec.seed_bytes)
         ct = check_bytes("The ciphertext", lane.ct, spec.ct_bytes)
         return priv_cls.from_seed_bytes(seed).decapsulate(ct)
 
@@ -137,12 +145,15 @@ class OpenSSLBackend(Backend):
     def _sig_sign(self, param: str, lane: tuple) -> bytes:
         if lane.rnd is not None:
             raise InvalidInput("The OpenSSL backend cannot sign with caller-given rnd.")
+        _check_mode(lane.mode)
         context = _check_context(lane.context)
         message = check_bytes("The message", lane.message)
         with self._lock:
             key = self._slots.get(lane.slot)
         if key is None:
             raise InvalidInput(f"No signing key is loaded in slot {lane.slot}.")
+        if lane.mode == "mu":
+            return key.sign_mu(check_bytes("mu", message, 64))
         return key.sign(message, context)
 
     def _sig_verify(self, param: str, lane: tuple) -> bool:
@@ -152,10 +163,15 @@ class OpenSSLBackend(Backend):
         signature = check_bytes("The signature", lane.signature)
         message = check_bytes("The message", lane.message)
         context = _check_context(lane.context)
+        _check_mode(lane.mode)
         if len(signature) != spec.sig_bytes:
             return False
+        key = pub_cls.from_public_bytes(pk)
         try:
-            pub_cls.from_public_bytes(pk).verify(signature, message, context)
+            if lane.mode == "mu":
+                key.verify_mu(signature, check_bytes("mu", message, 64))
+            else:
+                key.verify(signature, message, context)
         except InvalidSignature:
             return False
         return True
@@ -170,6 +186,14 @@ def _guard(fn: Callable[[tuple], object], lane: tuple) -> object:
     except (ValueError, TypeError) as exc:
         # cryptography says ValueError for keys that fail FIPS 203's checks.
         return InvalidInput(f"The input was refused: {exc}")
+
+
+def _check_mode(mode: str) -> None:
+    # cryptography exposes pure ML-DSA and external mu, not Sign_internal.
+    if mode not in ("pure", "mu"):
+        raise InvalidInput(
+            f"The OpenSSL backend cannot sign or verify in {mode!r} mode."
+        )
 
 
 def _check_context(context: object) -> bytes:
