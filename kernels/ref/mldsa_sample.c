@@ -1,0 +1,166 @@
+/*
+ * The samplers of ML-DSA (FIPS 204, section 7.3), all driven by SHAKE.
+ *
+ * NOTE: RejBoundedPoly and SampleInBall reject some bytes of their SHAKE
+ * stream, and how many they read shows in their running time. That reveals
+ * only which stream bytes were discarded: an accepted value is uniform over
+ * its range whatever the discarded bytes were, so the timing says nothing
+ * about the coefficients. Where a value is accepted and where SampleInBall
+ * places it are computed without secret branches or indices.
+ */
+#include <string.h>
+
+#include "mldsa_internal.h"
+
+void mldsa_sample_a(mldsa_poly *a, const uint8_t rho[MLDSA_SEED_BYTES],
+                    unsigned r, unsigned s)
+{
+    uint8_t seed[MLDSA_SEED_BYTES + 2];
+    uint8_t block[KECCAK_SHAKE128_RATE];
+    keccak_state st;
+    size_t j = 0;
+
+    memcpy(seed, rho, MLDSA_SEED_BYTES);
+    seed[MLDSA_SEED_BYTES] = (uint8_t)s;
+    seed[MLDSA_SEED_BYTES + 1] = (uint8_t)r;
+    shake128_init(&st);
+    keccak_absorb(&st, seed, sizeof seed);
+    keccak_finalize(&st);
+
+    /* CoeffFromThreeBytes (Algorithm 14): 23 bits, kept when below q. A
+     * rate of 168 bytes is whole triples, so none straddles two blocks. */
+    while (j < MLDSA_N) {
+        keccak_squeeze(&st, block, sizeof block);
+        for (size_t i = 0; i < sizeof block && j < MLDSA_N; i += 3) {
+            uint32_t v = (uint32_t)block[i] | (uint32_t)block[i + 1] << 8 |
+                         (uint32_t)(block[i + 2] & 0x7f) << 16;
+            if (v < MLDSA_Q) {
+                a->c[j++] = (int32_t)v;
+            }
+        }
+    }
+}
+
+/* CoeffFromHalfByte (Algorithm 15) for an accepted nibble b. */
+static int32_t mldsa_eta_from_nibble(unsigned eta, uint32_t b)
+{
+    if (eta == 2) {
+        uint32_t quot = (b * MLDSA_DIV5_MUL) >> 10;
+        return 2 - (int32_t)(b - 5 * quot);
+    }
+    return 4 - (int32_t)b;
+}
+
+void mldsa_sample_eta(const mldsa_params *p, mldsa_poly *a,
+                      const uint8_t rho[MLDSA_CRH_BYTES], uint16_t nonce)
+{
+    uint8_t seed[MLDSA_CRH_BYTES + 2];
+    uint8_t block[KECCAK_SHAKE256_RATE];
+    /* eta = 2 keeps nibbles below 15 (15 = 3 * 5, so b mod 5 is uniform);
+     * eta = 4 keeps those below 9. */
+    uint32_t limit = p->eta == 2 ? 15 : 9;
+    keccak_state st;
+    size_t j = 0;
+
+    memcpy(seed, rho, MLDSA_CRH_BYTES);
+    seed[MLDSA_CRH_BYTES] = (uint8_t)nonce;
+    seed[MLDSA_CRH_BYTES + 1] = (uint8_t)(nonce >> 8);
+    shake256_init(&st);
+    keccak_absorb(&st, seed, sizeof seed);
+    keccak_finalize(&st);
+
+    while (j < MLDSA_N) {
+        keccak_squeeze(&st, block, sizeof block);
+        for (size_t i = 0; i < 2 * sizeof block && j < MLDSA_N; i++) {
+            uint32_t nibble = (uint32_t)(block[i / 2] >> (4 * (i % 2))) & 15;
+            int keep = nibble < limit;
+            MLDSA_DECLASSIFY(&keep, sizeof keep);
+            if (keep) {
+                a->c[j++] = mldsa_eta_from_nibble(p->eta, nibble);
+            }
+        }
+    }
+
+    mldsa_wipe(seed, sizeof seed);
+    mldsa_wipe(block, sizeof block);
+    mldsa_wipe(&st, sizeof st);
+}
+
+void mldsa_sample_mask(const mldsa_params *p, mldsa_poly *y,
+                       const uint8_t rho[MLDSA_CRH_BYTES], uint16_t nonce)
+{
+    uint8_t seed[MLDSA_CRH_BYTES + 2];
+    uint8_t packed[MLDSA_POLY_BYTES(20)];
+
+    memcpy(seed, rho, MLDSA_CRH_BYTES);
+    seed[MLDSA_CRH_BYTES] = (uint8_t)nonce;
+    seed[MLDSA_CRH_BYTES + 1] = (uint8_t)(nonce >> 8);
+    shake256(packed, MLDSA_POLY_BYTES(p->z_bits), seed, sizeof seed);
+    mldsa_unpack_z(p, y, packed);
+
+    mldsa_wipe(seed, sizeof seed);
+    mldsa_wipe(packed, sizeof packed);
+}
+
+/* All ones when a == b, else 0; a, b < 2^31. */
+static int32_t mldsa_eq_mask(uint32_t a, uint32_t b)
+{
+    return -(int32_t)(((a ^ b) - 1) >> 31);
+}
+
+/* c[i] = c[j]; c[j] = sign (Algorithm 29, steps 9-10) for a secret j <= i,
+ * by touching every position up to i. c[i] is still 0 on entry. */
+static void mldsa_ball_swap(mldsa_poly *c, unsigned i, unsigned j, int32_t sign)
+{
+    int32_t moved = 0;
+
+    for (unsigned m = 0; m <= i; m++) {
+        moved |= c->c[m] & mldsa_eq_mask(m, j);
+    }
+    c->c[i] = moved;
+    for (unsigned m = 0; m <= i; m++) {
+        int32_t hit = mldsa_eq_mask(m, j);
+        c->c[m] = (c->c[m] & ~hit) | (sign & hit);
+    }
+}
+
+void mldsa_sample_in_ball(const mldsa_params *p, mldsa_poly *c,
+                          const uint8_t *ctilde)
+{
+    uint8_t block[KECCAK_SHAKE256_RATE];
+    uint64_t signs = 0;
+    size_t at = 8;
+    keccak_state st;
+
+    memset(c, 0, sizeof *c);
+    shake256_init(&st);
+    keccak_absorb(&st, ctilde, p->ctilde_bytes);
+    keccak_finalize(&st);
+    keccak_squeeze(&st, block, sizeof block);
+
+    /* The first 8 bytes are the tau sign bits, least significant first. */
+    for (size_t b = 0; b < 8; b++) {
+        signs |= (uint64_t)block[b] << (8 * b);
+    }
+
+    for (unsigned i = MLDSA_N - p->tau; i < MLDSA_N; i++) {
+        unsigned j;
+        int reject;
+        do {
+            if (at == sizeof block) {
+                keccak_squeeze(&st, block, sizeof block);
+                at = 0;
+            }
+            j = block[at++];
+            reject = j > i;
+            MLDSA_DECLASSIFY(&reject, sizeof reject);
+        } while (reject);
+
+        int32_t sign = 1 - 2 * (int32_t)(signs & 1);
+        signs >>= 1;
+        mldsa_ball_swap(c, i, j, sign);
+    }
+
+    mldsa_wipe(block, sizeof block);
+    mldsa_wipe(&st, sizeof st);
+}
