@@ -15,8 +15,8 @@
 #define PQC_ERR_INVALID_SIGNATURE (-4) /* verification failed */
 #define PQC_ERR_INVALID_CONTEXT (-5)   /* ML-DSA context over 255 bytes */
 #define PQC_ERR_NO_MEMORY (-6)
-#define PQC_ERR_DEVICE (-7)            /* runtime: device lost or faulted */
-#define PQC_ERR_TIMEOUT (-8)           /* runtime: launch exceeded deadline */
-#define PQC_ERR_BUSY (-9)              /* runtime: resource in use */
+#define PQC_ERR_DEVICE (-7)  /* runtime: device lost or faulted */
+#define PQC_ERR_TIMEOUT (-8) /* runtime: launch exceeded deadline */
+#define PQC_ERR_BUSY (-9)    /* runtime: resource in use */
 
 #endif

@@ -20,10 +20,10 @@
 /* An incremental sponge: absorb any number of times, finalize once, then
  * squeeze any number of times. */
 typedef struct {
-    uint64_t s[25];   /* the 1600-bit state, lane (x, y) at s[x + 5 y] */
-    unsigned pos;     /* bytes absorbed into / squeezed from this block */
-    unsigned rate;    /* block size in bytes */
-    uint8_t dsbyte;   /* domain bits and first pad bit (FIPS 202, B.2) */
+    uint64_t s[25]; /* the 1600-bit state, lane (x, y) at s[x + 5 y] */
+    unsigned pos;   /* bytes absorbed into / squeezed from this block */
+    unsigned rate;  /* block size in bytes */
+    uint8_t dsbyte; /* domain bits and first pad bit (FIPS 202, B.2) */
     uint8_t squeezing;
 } keccak_state;
 
