@@ -26,7 +26,12 @@ from engine._scheduler import Scheduler
 from engine._stats import Statistics
 from engine.backends.base import Backend, check_bytes
 from engine.config import EngineConfig
-from engine.errors import BackendUnavailable, EngineClosed, UnsupportedParameterSet
+from engine.errors import (
+    BackendUnavailable,
+    EngineClosed,
+    InvalidInput,
+    UnsupportedParameterSet,
+)
 from engine.ops import (
     INPUT_TYPES,
     KemDecapsIn,
@@ -106,6 +111,24 @@ class Engine:
         """
         if self._started:
             return self
+        try:
+            self._self_test_all()
+        except BaseException:
+            for state in self._states:
+                state.backend.close()
+            raise
+        self._scheduler = Scheduler(
+            self._execute,
+            batch_max=self.config.batch_max,
+            batch_wait=self.config.batch_wait_us / 1e6,
+            queue_max=self.config.queue_max,
+            stats=self._stats,
+        )
+        self._started = True
+        logger.info("Engine started; active path: %s", self.active_path())
+        return self
+
+    def _self_test_all(self) -> None:
         for state in self._states:
             state.report = run_selftests(state.backend)
         if not any(s.usable for s in self._states):
@@ -117,16 +140,6 @@ class Engine:
                 "PQC_OFFLOAD=on, but no device backend is present and passing its "
                 "self-tests; use PQC_OFFLOAD=auto to fall back to the CPU."
             )
-        self._scheduler = Scheduler(
-            self._execute,
-            batch_max=self.config.batch_max,
-            batch_wait=self.config.batch_wait_us / 1e6,
-            queue_max=self.config.queue_max,
-            stats=self._stats,
-        )
-        self._started = True
-        logger.info("Engine started; active path: %s", self.active_path())
-        return self
 
     def close(self) -> None:
         """Stop accepting work, fail queued work, and release backends."""
@@ -198,18 +211,38 @@ class Engine:
     # -- signing-key slots -----------------------------------------------
 
     def load_signing_key(self, param: str, seed: bytes) -> SigningKey:
-        """Expand ``seed`` into a new key slot on every backend that signs."""
-        P.sig_params(param)
-        seed = check_bytes("The ML-DSA seed", seed, P.SIG_SEED_BYTES)
+        """Expand ``seed`` into a new key slot on every backend that signs.
+
+        ``seed`` is the 32-byte xi, or an expanded FIPS 204 secret key for
+        backends that take one. A backend that fails to load it is marked
+        degraded (its probe loads the key again) as long as another one did.
+        """
+        spec = P.sig_params(param)
+        seed = check_bytes("The ML-DSA key", seed)
+        if len(seed) not in (P.SIG_SEED_BYTES, spec.sk_bytes):
+            raise InvalidInput(
+                f"An {param} signing key must be a {P.SIG_SEED_BYTES}-byte seed or "
+                f"a {spec.sk_bytes}-byte secret key, not {len(seed)} bytes."
+            )
         slot = next(self._slots)
-        public = None
-        for state in self._states:
-            if state.usable and state.backend.serves(OpKey(Kind.SIG_SIGN, param)):
-                public = state.backend.load_signing_key(slot, param, seed)
-        if public is None:
-            raise UnsupportedParameterSet(f"No enabled backend signs with {param}.")
         with self._lock:
             self._keys[slot] = (param, seed)
+        public, error = None, None
+        key = OpKey(Kind.SIG_SIGN, param)
+        for state in [s for s in self._states if s.usable and s.backend.serves(key)]:
+            try:
+                public = state.backend.load_signing_key(slot, param, seed)
+            except InvalidInput:
+                raise
+            except Exception as exc:
+                error = exc
+                self._degrade(state, key, exc)
+        if public is None:
+            with self._lock:
+                self._keys.pop(slot, None)
+            if error is not None:
+                raise BackendUnavailable(f"No backend could load the {param} key.")
+            raise UnsupportedParameterSet(f"No enabled backend signs with {param}.")
         return SigningKey(slot, param, public)
 
     def unload_signing_key(self, key: SigningKey) -> None:
@@ -222,7 +255,13 @@ class Engine:
 
     def serves(self, kind: Kind | str, param: str) -> bool:
         key = OpKey(Kind(kind), param)
-        return any(s.usable and s.backend.serves(key) for s in self._states)
+        return any(
+            s.usable and self._allowed(s) and s.backend.serves(key)
+            for s in self._states
+        )
+
+    def _allowed(self, state: _BackendState) -> bool:
+        return state.backend.path != "device" or self._offload_enabled
 
     def set_offload(self, enabled: bool) -> None:
         """Switch the device path on or off at run time (CPU serves when off)."""
@@ -272,17 +311,17 @@ class Engine:
         return key
 
     def _routable(self) -> list[_BackendState]:
-        return [
-            s
-            for s in self._states
-            if s.healthy and (s.backend.path != "device" or self._offload_enabled)
-        ]
+        return [s for s in self._states if s.healthy and self._allowed(s)]
 
     def _execute(self, key: OpKey, lanes: Sequence[tuple]) -> list[object]:
         route = [s for s in self._routable() if s.backend.serves(key)]
         if not route:
             # Every backend that serves this is degraded: try them anyway.
-            route = [s for s in self._states if s.usable and s.backend.serves(key)]
+            route = [
+                s
+                for s in self._states
+                if s.usable and self._allowed(s) and s.backend.serves(key)
+            ]
         last_error: Exception | None = None
         for state in route:
             try:
