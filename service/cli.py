@@ -1,4 +1,4 @@
-"""The ``pqc-engine`` command: serve, handshake, keys.
+"""The ``pqc-engine`` command: serve, handshake, keys, loadtest, vectors.
 
 Settings come from ``PQC_*`` environment variables; flags override them. A
 served app's worker processes read the same variables, so ``serve`` writes
@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     _handshake_parser(sub)
     _keys_parser(sub)
     _loadtest_parser(sub)
+    _vectors_parser(sub)
     return parser
 
 
@@ -301,6 +302,50 @@ def _keys_export(args: argparse.Namespace) -> int:
     else:
         print(text)
     return 0
+
+
+# -- vectors ---------------------------------------------------------------
+
+
+def _vectors_parser(sub: argparse._SubParsersAction) -> None:
+    def batch_size(text: str) -> int:
+        if not text.isdigit() or int(text) < 1:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+        return int(text)
+
+    p = sub.add_parser(
+        "vectors",
+        help="run ACVP and Wycheproof vector files through a backend",
+        description="Run NIST ACVP and Wycheproof ML-KEM / ML-DSA vector files "
+        "through one backend, in batches, and print passed, failed and skipped "
+        "cases per file and test group. Exits 1 if any case failed.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="vector file (JSON)")
+    p.add_argument(
+        "--backend",
+        choices=["device", "openssl", "liboqs"],
+        default="openssl",
+        help="backend to test (default: openssl)",
+    )
+    p.add_argument(
+        "--batch",
+        type=batch_size,
+        default=64,
+        help="lanes per run_batch call (default: 64)",
+    )
+    p.set_defaults(func=_vectors)
+
+
+def _vectors(args: argparse.Namespace) -> int:
+    from engine.vectors import backend_by_name, run_files
+
+    backend = backend_by_name(args.backend)
+    try:
+        report = run_files(args.files, backend, batch=args.batch)
+    finally:
+        backend.close()
+    print(report.render())
+    return 0 if report.ok else 1
 
 
 if __name__ == "__main__":
