@@ -162,6 +162,7 @@ class Scheduler:
             return
         queue.inflight += 1
         self.stats.record_batch(queue.key, [now - r.enqueued for r in batch])
+        logger.debug("Dispatching %d lanes of %s.", len(batch), queue.key)
         self._pool.submit(self._run, queue, batch)
 
     def _run(self, queue: _Queue, batch: list[_Request]) -> None:

@@ -160,8 +160,12 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 async def _json_body(request: Request) -> dict:
     raw = await request.body()
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        # protocol.md: strings are UTF-8, so the body is decoded as UTF-8 only
+        # (json.loads alone would also guess UTF-16 and UTF-32).
+        body = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: nesting deeper than the parser's stack, well
+        # within the body limit.
         raise ProtocolError("The request body is not valid JSON.") from None
     if not isinstance(body, dict):
         raise ProtocolError("The request body must be a JSON object.")

@@ -19,6 +19,7 @@ from engine.params import SIG_PARAMS
 from service.config import Settings
 
 logger = logging.getLogger("service.cli")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
     )
     # One line per HTTP request is noise for a command-line user.
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -110,6 +111,7 @@ def _serve(args: argparse.Namespace) -> int:
     logger.info("Starting with settings %s", json.dumps(settings.to_dict()))
     uvicorn.run(
         "service.api:create_app",
+        log_config=_log_config(settings.log_level),
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -118,6 +120,23 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
     )
     return 0
+
+
+def _log_config(level: str) -> dict:
+    """uvicorn applies this in every worker process, so our loggers log there too."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": LOG_FORMAT}},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "plain"}
+        },
+        "root": {"handlers": ["stderr"], "level": level.upper()},
+        "loggers": {
+            "uvicorn": {"level": level.upper()},
+            "uvicorn.access": {"level": level.upper()},
+        },
+    }
 
 
 # -- handshake -----------------------------------------------------------

@@ -301,8 +301,10 @@ class HandshakeService:
         if not pr.constant_time_equal(expected, mac_bytes):
             raise ProtocolError("The request's MAC is not valid.", "bad_mac")
 
+        # Compared, not subtracted: an int beyond float range cannot overflow.
         skew = self.settings.clock_skew_seconds
-        if abs(time.time() - timestamp) > skew:
+        now = time.time()
+        if not now - skew <= timestamp <= now + skew:
             raise ProtocolError(
                 f"The timestamp is more than {skew:g} seconds from the server's clock.",
                 "stale_request",
@@ -355,7 +357,19 @@ def _suite_list(value: object) -> list[str]:
     for name in value:
         if not isinstance(name, str) or not 0 < len(name) <= MAX_SUITE_NAME:
             raise ProtocolError("Every suite name must be a non-empty short string.")
+        if not _is_utf8(name):
+            # Offered names, even unknown ones, are hashed into CH as UTF-8.
+            raise ProtocolError("Every suite name must be valid Unicode text.")
     return list(value)
+
+
+def _is_utf8(text: str) -> bool:
+    """False for strings JSON can carry but UTF-8 cannot (lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _client_share(body: dict, offered: list[str]) -> bytes:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.redis_server import RedisServer, find_redis_server
+from tests.server import ResponseLog, ServerGroup, ServerProcess
 
 
 def _redis_or_skip() -> RedisServer:
@@ -36,3 +37,47 @@ def fresh_redis() -> Iterator[RedisServer]:
     """A redis-server of the test's own, free to stop, restart or pause."""
     with _redis_or_skip() as server:
         yield server
+
+
+# -- HTTP service integration (tests/server.py) ---------------------------
+
+
+def _check_server_log(server: ServerProcess) -> None:
+    """No 500s and no tracebacks; a stopped server shut down in order."""
+    errors = server.internal_errors()
+    assert not errors, f"The server answered 500 or logged a traceback: {errors}"
+    if server.stopped_by_sigterm:
+        assert "Application shutdown complete" in server.log_text()
+
+
+@pytest.fixture
+def response_log() -> Iterator[ResponseLog]:
+    """Records every response of the test's clients; no 500 may be among them."""
+    log = ResponseLog()
+    yield log
+    log.close()
+    assert not log.server_errors(), f"Responses with status 500: {log.server_errors()}"
+
+
+@pytest.fixture(scope="module")
+def default_server() -> Iterator[ServerProcess]:
+    """One server per test module with default settings (memory store)."""
+    with ServerProcess() as server:
+        yield server
+    try:
+        _check_server_log(server)
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def serve() -> Iterator[ServerGroup]:
+    """Servers of the test's own; stopped at teardown, none may answer a 500."""
+    group = ServerGroup()
+    yield group
+    group.stop_all()
+    try:
+        for server in group.servers:
+            _check_server_log(server)
+    finally:
+        group.cleanup()
