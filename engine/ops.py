@@ -35,6 +35,7 @@ class KemKeygenIn(NamedTuple):
 class KemKeyPair(NamedTuple):
     ek: bytes  # encapsulation key
     dk_seed: bytes  # the 64-byte seed form of the decapsulation key
+    dk: bytes | None = None  # the expanded dk, from backends that make it
 
 
 class KemEncapsIn(NamedTuple):
@@ -59,6 +60,7 @@ class SigKeygenIn(NamedTuple):
 class SigKeyPair(NamedTuple):
     pk: bytes
     sk_seed: bytes
+    sk: bytes | None = None  # the expanded sk, from backends that make it
 
 
 # What a signing or verifying lane's ``message`` is (FIPS 204):

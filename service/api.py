@@ -292,7 +292,9 @@ def _install_routes(app: FastAPI) -> None:
 
     @app.get("/api/pqc/health")
     async def health(request: Request) -> JSONResponse:
-        return await _health(svc(request))
+        service = svc(request)
+        service.refresh_keys()
+        return await _health(service)
 
     @app.get("/api/pqc/stats")
     async def stats(request: Request) -> dict:

@@ -1,4 +1,4 @@
-"""The ``pqc-engine`` command: serve, handshake, keys, loadtest, vectors.
+"""The ``pqc-engine`` command: serve, handshake, keys, loadtest, vectors, offload.
 
 Settings come from ``PQC_*`` environment variables; flags override them. A
 served app's worker processes read the same variables, so ``serve`` writes
@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     _keys_parser(sub)
     _loadtest_parser(sub)
     _vectors_parser(sub)
+    _offload_parser(sub)
     return parser
 
 
@@ -223,6 +224,36 @@ def _loadtest(args: argparse.Namespace) -> int:
     from service.loadtest import main as run
 
     return run(args)
+
+
+# -- offload ---------------------------------------------------------------
+
+
+def _offload_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "offload",
+        help="switch the device path of running servers on or off",
+        description="Switch offload for every server using this key directory "
+        "(PQC_KEY_DIR or --key-dir); they follow within a second. Servers "
+        "started with PQC_OFFLOAD=off never open the device and ignore it.",
+    )
+    p.add_argument("state", choices=["on", "off", "status"])
+    p.add_argument("--key-dir", help="the servers' key directory (PQC_KEY_DIR)")
+    p.set_defaults(func=_offload)
+
+
+def _offload(args: argparse.Namespace) -> int:
+    from service.control import OffloadSwitch
+
+    switch = OffloadSwitch(args.key_dir or Settings.from_env().key_dir)
+    if args.state != "status":
+        switch.write(args.state == "on")
+    value = switch.read()
+    shown = "on" if value else "off"
+    if value is None:
+        shown = "not set (PQC_OFFLOAD applies)"
+    print(f"offload: {shown}")
+    return 0
 
 
 # -- keys ------------------------------------------------------------------

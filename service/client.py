@@ -22,6 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import mldsa, mlkem, x25519
 
 from engine.errors import PqcError
+from engine.params import kem_params
 from service import protocol as pr
 from service.protocol import ProtocolError, b64decode, b64encode
 
@@ -31,7 +32,38 @@ _SIG = {
     "ML-DSA-65": mldsa.MLDSA65PublicKey,
     "ML-DSA-87": mldsa.MLDSA87PublicKey,
 }
-CLIENT_SUITES = [name for name, s in pr.SUITES.items() if s.kem in _KEM]
+
+
+def _encapsulate(kem: str, ek: bytes) -> tuple[bytes, bytes]:
+    """(shared secret, ciphertext) for the server's key; aborts if refused.
+
+    OpenSSL (through cryptography) serves ML-KEM-768 and 1024; ML-KEM-512
+    uses this project's kernels when their extension is built.
+    """
+    cls = _KEM.get(kem)
+    try:
+        if cls is not None:
+            return cls.from_public_bytes(ek).encapsulate()
+        return _kernel_encapsulate(kem, ek)
+    except ValueError:
+        raise HandshakeError("The server's KEM public key is not valid.") from None
+
+
+def _kernel_encapsulate(kem: str, ek: bytes) -> tuple[bytes, bytes]:
+    try:
+        from bindings._pqc_kernels import ffi, lib
+    except ImportError:
+        raise HandshakeError(
+            f"{kem} needs the kernel extension (pip install the project)."
+        ) from None
+    spec = kem_params(kem)
+    if len(ek) != spec.ek_bytes:
+        raise ValueError("wrong encapsulation key length")
+    ct = ffi.new("uint8_t[]", spec.ct_bytes)
+    ss = ffi.new("uint8_t[]", spec.ss_bytes)
+    if lib.mlkem_encaps(spec.k, ct, ss, ek, os.urandom(32)) != lib.PQC_OK:
+        raise ValueError("encapsulation key refused")
+    return bytes(ss), bytes(ct)
 
 
 class ClientError(PqcError):
@@ -124,7 +156,7 @@ class ClientHandshake:
         """Check the server hello's signature, then encapsulate and finish."""
         suite, sh, signature = self._check_hello(hello)
         ek = b64decode(hello["kem_public_key"], "kem_public_key")
-        shared, ciphertext = _KEM[suite.kem].from_public_bytes(ek).encapsulate()
+        shared, ciphertext = _encapsulate(suite.kem, ek)
         ikm = shared + self._x25519_secret(suite, hello)
 
         ch = pr.client_hello(self.client_random, self.suites, self._share)
@@ -374,7 +406,6 @@ class AsyncPqcClient(_Common):
 
 
 __all__ = [
-    "CLIENT_SUITES",
     "AsyncPqcClient",
     "ClientError",
     "HandshakeError",

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import x25519
 from engine import Engine, Kind, SigningKey
 from service import protocol as pr
 from service.config import Settings
+from service.control import OffloadSwitch
 from service.keystore import KeyStore
 from service.protocol import ProtocolError, Suite, b64decode, b64encode
 from service.sessions import SessionStore
@@ -54,6 +55,7 @@ class HandshakeService:
         self.engine = engine
         self.keys = keys
         self.store = store
+        self.offload = OffloadSwitch(settings.key_dir)
         self._handles: dict[str, SigningKey] = {}
         self._lock = threading.Lock()
         self._next_reload = 0.0
@@ -92,6 +94,9 @@ class HandshakeService:
             return
         self._next_reload = now + KEY_RELOAD_INTERVAL
         self.keys.reload_if_changed()
+        offload = self.offload.changed()
+        if offload is not None and self.settings.engine.offload != "off":
+            self.engine.set_offload(offload)
 
     def _signing_key(self, algorithm: str) -> tuple[str, SigningKey]:
         record = self.keys.current(algorithm)

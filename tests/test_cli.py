@@ -22,6 +22,9 @@ COMMANDS = [
     ["keys", "backup"],
     ["keys", "restore"],
     ["keys", "export"],
+    ["loadtest"],
+    ["vectors"],
+    ["offload"],
 ]
 
 
@@ -79,3 +82,16 @@ def test_memory_store_with_two_workers_is_refused(tmp_path, capsys) -> None:
     code = main(["serve", "--workers", "2", "--key-dir", str(tmp_path), "--port", "0"])
     assert code == 2
     assert "memory" in capsys.readouterr().err
+
+
+def test_offload_switch_round_trip(tmp_path, capsys) -> None:
+    key_dir = str(tmp_path / "keys")
+    assert main(["offload", "status", "--key-dir", key_dir]) == 0
+    assert "not set" in capsys.readouterr().out
+
+    assert main(["offload", "off", "--key-dir", key_dir]) == 0
+    assert capsys.readouterr().out.strip() == "offload: off"
+    assert stat.S_IMODE(os.stat(tmp_path / "keys" / "offload").st_mode) == 0o600
+
+    assert main(["offload", "on", "--key-dir", key_dir]) == 0
+    assert capsys.readouterr().out.strip() == "offload: on"
