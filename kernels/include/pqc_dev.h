@@ -13,7 +13,10 @@
  * Handles. pqc_dev, pqc_dev_stream and pqc_dev_buffer are opaque. Every
  * call names its device; a handle that the device does not know (never
  * made, already freed, or made by another device) is PQC_ERR_INVALID_ARG,
- * never a crash. A closed device is likewise unknown.
+ * never a crash. A closed device is likewise unknown. Handles are
+ * addresses: once an object is freed a new one may get its address, and
+ * the stale handle then names the new object, as with any runtime whose
+ * handles are pointers.
  *
  * Streams and ordering. Copies and launches are asynchronous: the call
  * checks its arguments, queues the command on a stream and returns. The
@@ -22,8 +25,9 @@
  * spreads the lanes of its batch over all worker threads. Host memory named
  * by a copy must stay valid (and, for a source, unchanged) until the stream
  * has run that copy: until pqc_dev_stream_synchronize() or
- * pqc_dev_stream_query() has returned anything but PQC_ERR_TIMEOUT or
- * PQC_ERR_BUSY.
+ * pqc_dev_stream_query() has found the stream idle (returned anything but
+ * PQC_ERR_TIMEOUT, PQC_ERR_BUSY or PQC_ERR_INVALID_ARG), or the device is
+ * closed.
  *
  * Errors of queued work. A launch that fails while it runs (today only by
  * injected fault, see pqc_dev_inject_fault) writes PQC_ERR_DEVICE to each
@@ -102,7 +106,7 @@ typedef struct pqc_dev_buffer pqc_dev_buffer;
 #define PQC_DEV_MAX_ARGS 4
 
 /* Fault kinds for pqc_dev_inject_fault. */
-#define PQC_DEV_FAULT_NONE 0  /* cancel every fault still pending */
+#define PQC_DEV_FAULT_NONE 0  /* cancel pending faults, end stalls */
 #define PQC_DEV_FAULT_FAIL 1  /* the launch fails with PQC_ERR_DEVICE */
 #define PQC_DEV_FAULT_STALL 2 /* the launch waits stall_ms before running */
 
@@ -242,9 +246,8 @@ PQC_DEV_MUST_CHECK int pqc_dev_free(pqc_dev *dev, pqc_dev_buffer *buf);
  * size: out, the size buf was allocated with.
  * Returns PQC_OK or PQC_ERR_INVALID_ARG.
  */
-PQC_DEV_MUST_CHECK int pqc_dev_buffer_size(pqc_dev *dev,
-                                           const pqc_dev_buffer *buf,
-                                           size_t *size);
+PQC_DEV_MUST_CHECK int
+pqc_dev_buffer_size(pqc_dev *dev, const pqc_dev_buffer *buf, size_t *size);
 
 /*
  * Queues a copy of `size` bytes from host memory src (in) to buf at byte
@@ -284,8 +287,8 @@ PQC_DEV_MUST_CHECK int pqc_dev_memcpy_d2h(pqc_dev *dev, pqc_dev_stream *stream,
  */
 PQC_DEV_MUST_CHECK int pqc_dev_launch(pqc_dev *dev, pqc_dev_stream *stream,
                                       int kernel, unsigned param, size_t n,
-                                      pqc_dev_buffer *const *args,
-                                      size_t nargs, pqc_dev_buffer *status);
+                                      pqc_dev_buffer *const *args, size_t nargs,
+                                      pqc_dev_buffer *status);
 
 /* ---- Key slots (ML-DSA signing keys held on the device) ------------ */
 
@@ -315,9 +318,11 @@ PQC_DEV_MUST_CHECK int pqc_dev_key_load_sk(pqc_dev *dev, unsigned ps,
                                            uint32_t *slot);
 
 /*
- * Frees slot: signing lanes queued after this call that name it fail with
- * PQC_ERR_INVALID_KEY. The expanded key is zeroed once no running lane
- * uses it, and only then may the number be handed out again.
+ * Frees slot: signing lanes that start after this call and name it fail
+ * with PQC_ERR_INVALID_KEY (a lane reads its slot number when it runs, so
+ * once the number is handed out again such lanes use the new key). The
+ * expanded key is zeroed once no running lane uses it, and only then may
+ * the number be handed out again.
  * Returns PQC_OK, or PQC_ERR_INVALID_ARG for a slot that is not loaded.
  */
 PQC_DEV_MUST_CHECK int pqc_dev_key_free(pqc_dev *dev, uint32_t slot);
@@ -327,10 +332,13 @@ PQC_DEV_MUST_CHECK int pqc_dev_key_free(pqc_dev *dev, uint32_t slot);
 /*
  * PQC_DEV_FAULT_FAIL: the next `count` launches on dev (any stream, in the
  * order their launch calls return) fail when they run, as described at the
- * top of this file. PQC_DEV_FAULT_STALL: the next `count` launches wait
- * stall_ms milliseconds before they start, holding up their stream but no
- * worker thread. PQC_DEV_FAULT_NONE: cancel both; count and stall_ms are
- * ignored. A new call of one kind replaces what is pending of that kind.
+ * top of this file. PQC_DEV_FAULT_STALL: the next `count` launches, once
+ * they reach the head of their stream, wait stall_ms milliseconds before
+ * they start, holding up their stream but no worker thread.
+ * PQC_DEV_FAULT_NONE: cancel both, and end the stalls of launches already
+ * queued (so a test can release a stalled stream without waiting); count
+ * and stall_ms are ignored. A new call of one kind replaces what is
+ * pending of that kind.
  * Returns PQC_OK or PQC_ERR_INVALID_ARG.
  */
 PQC_DEV_MUST_CHECK int pqc_dev_inject_fault(pqc_dev *dev, int fault,

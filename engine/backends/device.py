@@ -1,0 +1,371 @@
+"""The device backend: our C kernels behind the device runtime, via cffi.
+
+Each batch goes to the device in one call (``bindings.runtime.Device.run``):
+inputs are packed into contiguous records, the kernel runs over all lanes
+on the device's worker threads, and per-lane statuses come back with the
+outputs. Lanes whose inputs have the wrong shape are refused here and never
+reach the device, so one bad lane cannot disturb the others.
+
+The kernels are deterministic functions of their inputs: this backend
+honours caller-given encapsulation coins and signing ``rnd``, and draws them
+from the OS CSPRNG where a lane leaves them out. ML-DSA signing keys live on
+the device in key slots, expanded once; a signing lane names a slot, and
+the message representative mu (FIPS 204, Algorithm 7, step 6) is computed on
+the host from the slot's tr, so only 64 bytes per lane travel.
+
+A batch that fails or outlasts ``PQC_DEVICE_TIMEOUT_MS`` raises
+``DeviceError`` (a ``BackendUnavailable``): the engine re-runs it on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from engine import params as P
+from engine.backends.base import Backend, check_bytes
+from engine.config import EngineConfig
+from engine.errors import BackendUnavailable, InvalidInput
+from engine.ops import SIG_MODES, KemEncapsOut, KemKeyPair, Kind, OpKey, SigKeyPair
+
+_TR_BYTES = 64  # tr = H(pk, 64), FIPS 204 Algorithm 6, step 6
+_MU_BYTES = 64
+
+
+class _Slot:
+    __slots__ = ("device_slot", "param", "tr")
+
+    def __init__(self, device_slot: int, param: str, tr: bytes) -> None:
+        self.device_slot = device_slot
+        self.param = param
+        self.tr = tr
+
+
+class DeviceBackend(Backend):
+    """ML-KEM-512/768/1024 and ML-DSA-44/65/87 on the device runtime."""
+
+    name = "device"
+    path = "device"
+    deterministic = True
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        config = config or EngineConfig()
+        if config.device != "host":
+            raise BackendUnavailable(
+                f"PQC_DEVICE={config.device!r} names no device runtime built here; "
+                "the built runtime is 'host'."
+            )
+        try:
+            from bindings import runtime
+        except ImportError as exc:
+            raise BackendUnavailable(str(exc)) from exc
+
+        self._rt = runtime
+        self._timeout_ms = config.device_timeout_ms
+        self._device = runtime.Device(config.device_id, config.device_threads)
+        self._info = self._device.info()
+        lib = runtime.lib
+        # Statuses that concern one lane's input; any other is a device fault.
+        self._lane_statuses = {
+            lib.PQC_ERR_INVALID_ARG,
+            lib.PQC_ERR_INVALID_LENGTH,
+            lib.PQC_ERR_INVALID_KEY,
+            lib.PQC_ERR_INVALID_SIGNATURE,
+            lib.PQC_ERR_INVALID_CONTEXT,
+        }
+        self._slots: dict[int, _Slot] = {}
+        self._lock = threading.Lock()
+        caps = {OpKey(k, p) for p in P.KEM_PARAMS for k in Kind if k.is_kem}
+        caps |= {OpKey(k, p) for p in P.SIG_PARAMS for k in Kind if not k.is_kem}
+        self._caps = frozenset(caps)
+
+    @property
+    def device(self):
+        """The runtime's ``Device`` (fault injection in tests goes through it)."""
+        return self._device
+
+    def capabilities(self) -> frozenset[OpKey]:
+        return self._caps
+
+    def describe(self) -> dict[str, object]:
+        info = self._info
+        return {
+            "name": self.name,
+            "path": self.path,
+            "runtime": info.name,
+            "implementation": info.implementation,
+            "device_id": info.device_id,
+            "threads": info.threads,
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            slots = list(self._slots.values())
+            self._slots.clear()
+        for slot in slots:
+            self._free(slot.device_slot)
+        self._device.close()
+
+    # -- key slots ---------------------------------------------------------
+
+    def load_signing_key(self, slot: int, param: str, seed: bytes) -> bytes:
+        spec = P.sig_params(param)
+        key = check_bytes("The ML-DSA key", seed)
+        if len(key) == P.SIG_SEED_BYTES:
+            device_slot, pk = self._device.load_key_seed(param, key)
+            tr = hashlib.shake_256(pk).digest(_TR_BYTES)
+        elif len(key) == spec.sk_bytes:
+            device_slot = self._load_sk(param, key)
+            pk, tr = b"", key[64 : 64 + _TR_BYTES]  # sk = rho || K || tr || ...
+        else:
+            raise InvalidInput(
+                f"An {param} key must be a 32-byte seed or a {spec.sk_bytes}-byte "
+                f"secret key, not {len(key)} bytes."
+            )
+        with self._lock:
+            old = self._slots.pop(slot, None)
+            self._slots[slot] = _Slot(device_slot, param, tr)
+        if old is not None:
+            self._free(old.device_slot)
+        return pk
+
+    def _load_sk(self, param: str, sk: bytes) -> int:
+        try:
+            return self._device.load_key_sk(param, sk)
+        except self._rt.DeviceError as exc:
+            if exc.status == self._rt.lib.PQC_ERR_INVALID_KEY:
+                raise InvalidInput("The ML-DSA secret key is malformed.") from None
+            raise
+
+    def drop_signing_key(self, slot: int) -> None:
+        with self._lock:
+            old = self._slots.pop(slot, None)
+        if old is not None:
+            self._free(old.device_slot)
+
+    def _free(self, device_slot: int) -> None:
+        # A closed or lost device has already wiped its slots.
+        with contextlib.suppress(self._rt.DeviceError):
+            self._device.free_key(device_slot)
+
+    # -- batches -------------------------------------------------------------
+
+    def run_batch(self, key: OpKey, lanes: Sequence[tuple]) -> list[object]:
+        if key not in self._caps:
+            raise BackendUnavailable(f"The device does not serve {key}.")
+        handler = {
+            Kind.KEM_KEYGEN: self._kem_keygen,
+            Kind.KEM_ENCAPS: self._kem_encaps,
+            Kind.KEM_DECAPS: self._kem_decaps,
+            Kind.SIG_KEYGEN: self._sig_keygen,
+            Kind.SIG_SIGN: self._sig_sign,
+            Kind.SIG_VERIFY: self._sig_verify,
+        }[key.kind]
+        results: list[object] = [None] * len(lanes)
+        handler(key.param, lanes, results)
+        return results
+
+    def _launch(
+        self, kernel_name: str, param: str, n: int, inputs: dict[str, bytes]
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        kernel = self._rt.Kernel[kernel_name]
+        return self._device.run(kernel, param, n, inputs, self._timeout_ms)
+
+    def _kem_keygen(self, param: str, lanes: Sequence[tuple], out: list) -> None:
+        spec = P.kem_params(param)
+        good = _accept(
+            lanes, out, lambda lane: _bytes("The ML-KEM seed", lane.seed, 64)
+        )
+        if not good:
+            return
+        seeds = b"".join(lanes[i].seed for i in good)
+        res, status = self._launch("MLKEM_KEYGEN", param, len(good), {"seed": seeds})
+        for j, i in enumerate(good):
+            out[i] = self._lane(status[j]) or KemKeyPair(
+                res["ek"][j].tobytes(), bytes(lanes[i].seed), res["dk"][j].tobytes()
+            )
+        assert spec.ek_bytes == res["ek"].shape[1]
+
+    def _kem_encaps(self, param: str, lanes: Sequence[tuple], out: list) -> None:
+        spec = P.kem_params(param)
+
+        def check(lane: tuple) -> None:
+            _bytes("The encapsulation key", lane.ek, spec.ek_bytes)
+            if lane.coins is not None:
+                _bytes("The encapsulation coins", lane.coins, P.KEM_COINS_BYTES)
+
+        good = _accept(lanes, out, check)
+        if not good:
+            return
+        coins = b"".join(_or_random(lanes[i].coins, 32) for i in good)
+        eks = b"".join(lanes[i].ek for i in good)
+        inputs = {"ek": eks, "m": coins}
+        res, status = self._launch("MLKEM_ENCAPS", param, len(good), inputs)
+        for j, i in enumerate(good):
+            out[i] = self._lane(status[j]) or KemEncapsOut(
+                res["ct"][j].tobytes(), res["ss"][j].tobytes()
+            )
+
+    def _kem_decaps(self, param: str, lanes: Sequence[tuple], out: list) -> None:
+        spec = P.kem_params(param)
+
+        def check(lane: tuple) -> None:
+            _bytes("The ciphertext", lane.ct, spec.ct_bytes)
+            if len(_bytes("The decapsulation key", lane.dk)) not in (
+                spec.seed_bytes,
+                spec.dk_bytes,
+            ):
+                raise InvalidInput(
+                    f"The decapsulation key must be a {spec.seed_bytes}-byte seed or "
+                    f"{spec.dk_bytes} bytes long, but it is {len(lane.dk)} bytes."
+                )
+
+        good = _accept(lanes, out, check)
+        seeded = [i for i in good if len(lanes[i].dk) == spec.seed_bytes]
+        expanded = [i for i in good if len(lanes[i].dk) == spec.dk_bytes]
+        for kernel, key_name, group in (
+            ("MLKEM_DECAPS_SEED", "seed", seeded),
+            ("MLKEM_DECAPS", "dk", expanded),
+        ):
+            if not group:
+                continue
+            inputs = {
+                "ct": b"".join(lanes[i].ct for i in group),
+                key_name: b"".join(lanes[i].dk for i in group),
+            }
+            res, status = self._launch(kernel, param, len(group), inputs)
+            for j, i in enumerate(group):
+                out[i] = self._lane(status[j]) or res["ss"][j].tobytes()
+
+    def _sig_keygen(self, param: str, lanes: Sequence[tuple], out: list) -> None:
+        good = _accept(
+            lanes, out, lambda lane: _bytes("The ML-DSA seed", lane.seed, 32)
+        )
+        if not good:
+            return
+        seeds = b"".join(lanes[i].seed for i in good)
+        res, status = self._launch("MLDSA_KEYGEN", param, len(good), {"xi": seeds})
+        for j, i in enumerate(good):
+            out[i] = self._lane(status[j]) or SigKeyPair(
+                res["pk"][j].tobytes(), bytes(lanes[i].seed), res["sk"][j].tobytes()
+            )
+
+    def _sig_sign(self, param: str, lanes: Sequence[tuple], out: list) -> None:
+        with self._lock:
+            slots = dict(self._slots)
+        mus: dict[int, bytes] = {}
+
+        def check(lane: tuple) -> None:
+            slot = slots.get(lane.slot)
+            if slot is None or slot.param != param:
+                raise InvalidInput(
+                    f"No {param} signing key is loaded in slot {lane.slot}."
+                )
+            if lane.rnd is not None:
+                _bytes("The signing rnd", lane.rnd, P.SIG_RND_BYTES)
+
+        good = _accept(lanes, out, check)
+        for i in list(good):
+            try:
+                mus[i] = _mu(slots[lanes[i].slot].tr, lanes[i])
+            except InvalidInput as exc:
+                out[i] = exc
+                good.remove(i)
+        if not good:
+            return
+        inputs = {
+            "slot": np.array([slots[lanes[i].slot].device_slot for i in good], "<u4"),
+            "mu": b"".join(mus[i] for i in good),
+            "rnd": b"".join(_or_random(lanes[i].rnd, 32) for i in good),
+        }
+        res, status = self._launch("MLDSA_SIGN_MU", param, len(good), inputs)
+        for j, i in enumerate(good):
+            out[i] = self._lane(status[j]) or res["sig"][j].tobytes()
+
+    def _sig_verify(self, param: str, lanes: Sequence[tuple], out: list) -> None:
+        spec = P.sig_params(param)
+        mus: dict[int, bytes] = {}
+
+        def check(lane: tuple) -> None:
+            pk = _bytes("The ML-DSA public key", lane.pk, spec.pk_bytes)
+            _bytes("The signature", lane.signature)
+            tr = hashlib.shake_256(pk).digest(_TR_BYTES)
+            mus[id(lane)] = _mu(tr, lane)
+
+        good = _accept(lanes, out, check)
+        # A signature of the wrong length cannot verify (FIPS 204, Alg 8).
+        for i in [i for i in good if len(lanes[i].signature) != spec.sig_bytes]:
+            out[i] = False
+            good.remove(i)
+        if not good:
+            return
+        inputs = {
+            "pk": b"".join(lanes[i].pk for i in good),
+            "mu": b"".join(mus[id(lanes[i])] for i in good),
+            "sig": b"".join(lanes[i].signature for i in good),
+        }
+        _, status = self._launch("MLDSA_VERIFY_MU", param, len(good), inputs)
+        invalid = self._rt.lib.PQC_ERR_INVALID_SIGNATURE
+        for j, i in enumerate(good):
+            code = int(status[j])
+            out[i] = (
+                True if code == 0 else False if code == invalid else self._lane(code)
+            )
+
+    def _lane(self, status: int) -> InvalidInput | None:
+        """None for success; the lane's refusal; or raise for a device fault."""
+        code = int(status)
+        if code == 0:
+            return None
+        if code in self._lane_statuses:
+            return InvalidInput(
+                f"The device refused the input: {self._rt.status_message(code)}"
+            )
+        raise self._rt.DeviceError(code, "A lane of the batch")
+
+
+def _accept(lanes: Sequence[tuple], out: list, check) -> list[int]:
+    """Indices of lanes that pass ``check``; the others get their error."""
+    good: list[int] = []
+    for i, lane in enumerate(lanes):
+        try:
+            check(lane)
+        except (InvalidInput, TypeError) as exc:
+            out[i] = exc if isinstance(exc, InvalidInput) else InvalidInput(str(exc))
+        else:
+            good.append(i)
+    return good
+
+
+def _bytes(what: str, value: object, expected: int | None = None) -> bytes:
+    return check_bytes(what, value, expected)
+
+
+def _or_random(value: bytes | None, size: int) -> bytes:
+    return os.urandom(size) if value is None else bytes(value)
+
+
+def _mu(tr: bytes, lane: tuple) -> bytes:
+    """mu = H(tr || M', 64) for the lane's mode (FIPS 204, Algorithms 2 and 7)."""
+    if lane.mode not in SIG_MODES:
+        raise InvalidInput(f"{lane.mode!r} is not an ML-DSA signing mode.")
+    message = _bytes("The message", lane.message)
+    if lane.mode == "mu":
+        return _bytes("mu", message, _MU_BYTES)
+    if lane.mode == "internal":
+        mprime = message
+    else:
+        context = _bytes("The context", lane.context)
+        if len(context) > P.SIG_MAX_CONTEXT_BYTES:
+            raise InvalidInput(
+                f"The context must be at most {P.SIG_MAX_CONTEXT_BYTES} bytes long, "
+                f"but it is {len(context)} bytes."
+            )
+        # Algorithm 2, step 10: M' = IntegerToBytes(0, 1) || |ctx| || ctx || M
+        mprime = b"\x00" + bytes([len(context)]) + context + message
+    return hashlib.shake_256(tr + mprime).digest(_MU_BYTES)
