@@ -44,4 +44,6 @@ def test_batch(benchmark, backend_cache, op, backend_name, batch) -> None:
     assert len(results) == batch
     assert not any(isinstance(r, Exception) for r in results)
     benchmark.extra_info["batch"] = batch
-    benchmark.extra_info["ops"] = round(batch / benchmark.stats.stats.median, 1)
+    if benchmark.stats is not None:  # None under --benchmark-disable
+        median = benchmark.stats.stats.median
+        benchmark.extra_info["ops"] = round(batch / median, 1)

@@ -1,4 +1,5 @@
-"""The ``pqc-engine`` command: serve, handshake, keys, loadtest, vectors, offload.
+"""The ``pqc-engine`` command: serve, handshake, keys, loadtest, vectors, offload,
+bench.
 
 Settings come from ``PQC_*`` environment variables; flags override them. A
 served app's worker processes read the same variables, so ``serve`` writes
@@ -57,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     _loadtest_parser(sub)
     _vectors_parser(sub)
     _offload_parser(sub)
+    _bench_parser(sub)
     return parser
 
 
@@ -396,6 +398,57 @@ def _vectors(args: argparse.Namespace) -> int:
         backend.close()
     print(report.render())
     return 0 if report.ok else 1
+
+
+# -- bench -----------------------------------------------------------------
+
+
+def _bench_parser(sub: argparse._SubParsersAction) -> None:
+    from engine import bench
+
+    p = sub.add_parser(
+        "bench",
+        help="operations per second by backend over batch sizes",
+        description="Time run_batch on each backend over a batch-size sweep in "
+        "one process, the backends taking turns point by point over several "
+        "rounds. Prints ops/s (median over rounds), batch latency (p50, p95) "
+        "and the device/CPU ratio at equal batch size.",
+    )
+    lists = (
+        ("--ops", bench.DEFAULT_OPS, "operations"),
+        ("--params", bench.DEFAULT_PARAMS, "parameter sets"),
+        ("--backends", bench.DEFAULT_BACKENDS, "backends"),
+        ("--batches", bench.DEFAULT_BATCHES, "batch sizes"),
+    )
+    for flag, default, what in lists:
+        shown = ",".join(map(str, default))
+        p.add_argument(flag, help=f"comma-separated {what} (default: {shown})")
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=bench.DEFAULT_SECONDS,
+        help="timed seconds per point and round (default: %(default)s)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=bench.DEFAULT_ROUNDS,
+        help="rounds over the whole sweep (default: %(default)s)",
+    )
+    p.add_argument("--json", metavar="FILE", help="write results and machine here")
+    p.add_argument("--plot", metavar="FILE", help="draw ops/s by batch (PNG)")
+    p.add_argument(
+        "--progress",
+        action="store_true",
+        help="show the progress bar even when stderr is not a terminal",
+    )
+    p.set_defaults(func=_bench)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from engine.bench import main as run
+
+    return run(args)
 
 
 if __name__ == "__main__":

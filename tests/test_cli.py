@@ -25,6 +25,7 @@ COMMANDS = [
     ["loadtest"],
     ["vectors"],
     ["offload"],
+    ["bench"],
 ]
 
 
