@@ -90,9 +90,12 @@ class Engine:
         backends: Sequence[Backend] | None = None,
     ) -> None:
         self.config = config or EngineConfig()
-        given = (
-            list(backends) if backends is not None else _default_backends(self.config)
-        )
+        # Why the default device backend could not be opened, for start().
+        self._device_problem: str | None = None
+        if backends is not None:
+            given = list(backends)
+        else:
+            given, self._device_problem = _default_backends(self.config)
         self._states = [_BackendState(b) for b in given]
         self._offload_enabled = self.config.offload != "off"
         self._stats = Statistics()
@@ -136,9 +139,11 @@ class Engine:
         if self.config.offload == "on" and not any(
             s.usable and s.backend.path == "device" for s in self._states
         ):
+            problem = self._device_problem
+            why = f" ({problem.rstrip('.')})" if problem else ""
             raise BackendUnavailable(
                 "PQC_OFFLOAD=on, but no device backend is present and passing its "
-                "self-tests; use PQC_OFFLOAD=auto to fall back to the CPU."
+                f"self-tests{why}; use PQC_OFFLOAD=auto to fall back to the CPU."
             )
 
     def close(self) -> None:
@@ -422,28 +427,32 @@ class Engine:
         return "degraded" if any(s.usable for s in devices) else "failed"
 
 
-def _default_backends(config: EngineConfig) -> list[Backend]:
-    """The device backend (when offload allows it), then the CPU backends."""
+def _default_backends(config: EngineConfig) -> tuple[list[Backend], str | None]:
+    """The device backend (when offload allows it), then the CPU backends.
+
+    Also returns why the device backend is missing, if it was wanted.
+    """
     backends: list[Backend] = []
+    problem = None
     if config.offload != "off":
-        device = _load_device_backend(config)
+        device, problem = _load_device_backend(config)
         if device is not None:
             backends.append(device)
     backends.extend(_cpu_backends(config))
-    return backends
+    return backends, problem
 
 
-def _load_device_backend(config: EngineConfig) -> Backend | None:
+def _load_device_backend(config: EngineConfig) -> tuple[Backend | None, str | None]:
     try:
         from engine.backends.device import DeviceBackend
     except ImportError:
         logger.info("No device backend is built into this installation.")
-        return None
+        return None, "no device backend is built into this installation"
     try:
-        return DeviceBackend(config)
+        return DeviceBackend(config), None
     except BackendUnavailable as exc:
         logger.warning("The device backend is unavailable: %s", exc)
-        return None
+        return None, str(exc)
 
 
 def _cpu_backends(config: EngineConfig) -> list[Backend]:
