@@ -598,3 +598,18 @@ def test_cli_help(capsys) -> None:
         main(["vectors", "--help"])
     assert info.value.code == 0
     assert "--batch" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_every_file_passes_singly_on_the_device() -> None:
+    """The device path again, one lane per batch: singly and in batches agree."""
+    device = _BACKENDS["device"]()
+    try:
+        report = run_files([VECTORS / name for name in FILES], device, batch=1)
+    finally:
+        device.close()
+
+    assert report.ok, _failures(report)
+    assert report.total.skipped == 0, report.total.skip_reasons
+    assert report.total.passed == sum(cases for cases, _, _ in FILES.values())
