@@ -278,6 +278,12 @@ class Engine:
             return state.backend.path
         return "none"
 
+    def active_backend(self) -> str:
+        """The backend that takes new batches first (``none`` if none can)."""
+        for state in self._routable():
+            return state.backend.name
+        return "none"
+
     def statistics(self) -> dict[str, object]:
         snap = self._stats.snapshot()
         snap["queue_depth"] = self._scheduler.depth() if self._scheduler else {}
@@ -297,6 +303,7 @@ class Engine:
         return {
             "status": status,
             "active_path": self.active_path(),
+            "active_backend": self.active_backend(),
             "device": self._device_state(),
             "selftests_passed": all(s.usable for s in self._states),
             "backends": [self._describe(s) for s in self._states],

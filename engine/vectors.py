@@ -76,7 +76,7 @@ class Need(enum.Enum):
     RND = "caller-given signing rnd"
     EXPANDED_DK = "expanded decapsulation keys"
     EXPANDED_SK = "expanded signing keys"
-    INTERNAL = "internal mode (Sign_internal / Verify_internal)"
+    INTERNAL = "internal mode (Sign_internal / Verify_internal, which HashML-DSA uses)"
     MU = "external-mu mode"
 
 

@@ -7,8 +7,10 @@ VENV="${PQC_VENV:-$ROOT/.venv}"
 
 find_python() {
     for candidate in python3.13 python3.12 python3.11 python3; do
+        # stderr silenced: version-manager shims complain about versions they lack.
         if command -v "$candidate" >/dev/null 2>&1 &&
-            "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+            "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+                2>/dev/null; then
             echo "$candidate"
             return 0
         fi

@@ -314,7 +314,7 @@ async def _health(service: HandshakeService) -> JSONResponse:
     body = {
         "status": status,
         "protocol": "pqc-hs/1",
-        "crypto_backend": _active_backend(engine),
+        "crypto_backend": engine["active_backend"],
         "active_path": engine["active_path"],
         "device": engine["device"],
         "selftests_passed": engine["selftests_passed"],
@@ -327,10 +327,3 @@ async def _health(service: HandshakeService) -> JSONResponse:
         "all_suites": list(SUITES),
     }
     return JSONResponse(body, status_code=503 if status == "down" else 200)
-
-
-def _active_backend(engine_health: dict) -> str:
-    for backend in engine_health["backends"]:
-        if backend["state"] == "ok":
-            return str(backend["name"])
-    return "none"

@@ -34,8 +34,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
-    except PqcError as exc:
+    except (PqcError, OSError, ValueError) as exc:
+        # Missing or unreadable files, bad JSON, refused settings: one line.
         print(f"pqc-engine: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        import httpx
+
+        if not isinstance(exc, httpx.HTTPError):
+            raise
+        print(f"pqc-engine: cannot reach the server: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -160,7 +168,12 @@ def _handshake_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--pin", help="trust only the keys in this exported keys file")
     p.add_argument("--keep", action="store_true", help="do not delete the session")
-    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait for each answer (default: 10)",
+    )
     p.set_defaults(func=_handshake)
 
 
@@ -208,8 +221,12 @@ def _loadtest_parser(sub: argparse._SubParsersAction) -> None:
         "p50/p95/p99 latency, errors by code and the server's mean batch size.",
     )
     p.add_argument("url", help="server base URL, e.g. http://127.0.0.1:8000")
-    p.add_argument("--concurrency", "-c", type=int, default=64)
-    p.add_argument("--duration", "-d", type=float, default=10.0, help="seconds")
+    p.add_argument(
+        "--concurrency", "-c", type=int, default=64, help="clients (default: 64)"
+    )
+    p.add_argument(
+        "--duration", "-d", type=float, default=10.0, help="seconds (default: 10)"
+    )
     p.add_argument("--suite", action="append", help="suite to offer (repeatable)")
     p.add_argument(
         "--processes",
@@ -239,7 +256,12 @@ def _offload_parser(sub: argparse._SubParsersAction) -> None:
         "(PQC_KEY_DIR or --key-dir); they follow within a second. Servers "
         "started with PQC_OFFLOAD=off never open the device and ignore it.",
     )
-    p.add_argument("state", choices=["on", "off", "status"])
+    p.add_argument(
+        "state",
+        choices=["on", "off", "clear", "status"],
+        help="on/off: set the switch (it also applies to servers started "
+        "later); clear: remove it so that PQC_OFFLOAD applies again",
+    )
     p.add_argument("--key-dir", help="the servers' key directory (PQC_KEY_DIR)")
     p.set_defaults(func=_offload)
 
@@ -247,8 +269,16 @@ def _offload_parser(sub: argparse._SubParsersAction) -> None:
 def _offload(args: argparse.Namespace) -> int:
     from service.control import OffloadSwitch
 
-    switch = OffloadSwitch(args.key_dir or Settings.from_env().key_dir)
-    if args.state != "status":
+    key_dir = args.key_dir or Settings.from_env().key_dir
+    if not os.path.isdir(key_dir):
+        raise PqcError(
+            f"There is no key directory at {key_dir}: the switch lives in the "
+            "servers' key directory (--key-dir or PQC_KEY_DIR)."
+        )
+    switch = OffloadSwitch(key_dir)
+    if args.state == "clear":
+        switch.clear()
+    elif args.state != "status":
         switch.write(args.state == "on")
     value = switch.read()
     shown = "on" if value else "off"
@@ -268,27 +298,31 @@ def _keys_parser(sub: argparse._SubParsersAction) -> None:
         description="Manage the ML-DSA signing keys in PQC_KEY_DIR (or --key-dir).",
     )
     p.add_argument("--key-dir", help="signing-key directory (PQC_KEY_DIR)")
+    # Also accepted after the subcommand; SUPPRESS keeps a value given before.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--key-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     ksub = p.add_subparsers(dest="keys_command", required=True)
 
-    gen = ksub.add_parser("generate", help="create a current key where none exists")
+    def add(name: str, **kw: object) -> argparse.ArgumentParser:
+        return ksub.add_parser(name, parents=[common], **kw)
+
+    gen = add("generate", help="create a current key where none exists")
     _algorithms_option(gen)
     gen.set_defaults(func=_keys_generate)
 
-    rot = ksub.add_parser("rotate", help="make new current keys; old ones stay listed")
+    rot = add("rotate", help="make new current keys; old ones stay listed")
     _algorithms_option(rot)
     rot.set_defaults(func=_keys_rotate)
 
-    back = ksub.add_parser("backup", help="write a 0600 archive of the key store")
+    back = add("backup", help="write a 0600 archive of the key store")
     back.add_argument("archive")
     back.set_defaults(func=_keys_backup)
 
-    rest = ksub.add_parser("restore", help="restore the key store from an archive")
+    rest = add("restore", help="restore the key store from an archive")
     rest.add_argument("archive")
     rest.set_defaults(func=_keys_restore)
 
-    exp = ksub.add_parser(
-        "export", help="print the public keys document, for clients to pin"
-    )
+    exp = add("export", help="print the public keys document, for clients to pin")
     exp.add_argument("--output", "-o", help="write to this file instead of stdout")
     exp.set_defaults(func=_keys_export)
 
@@ -302,16 +336,21 @@ def _algorithms_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _keystore(args: argparse.Namespace):
+def _keystore(args: argparse.Namespace, *, create: bool = False):
     from service.keystore import KeyStore
 
     settings = Settings.from_env()
     key_dir = args.key_dir or settings.key_dir
+    if not create and not os.path.isdir(key_dir):
+        raise PqcError(
+            f"There is no key store at {key_dir}; check --key-dir or PQC_KEY_DIR "
+            "(pqc-engine keys generate creates one)."
+        )
     return KeyStore(key_dir, rotation_days=settings.key_rotation_days)
 
 
 def _keys_generate(args: argparse.Namespace) -> int:
-    store = _keystore(args)
+    store = _keystore(args, create=True)
     algorithms = args.algorithm or list(SIG_PARAMS)
     store.ensure(algorithms)
     for algorithm in algorithms:
@@ -333,7 +372,7 @@ def _keys_backup(args: argparse.Namespace) -> int:
 
 
 def _keys_restore(args: argparse.Namespace) -> int:
-    _keystore(args).restore(args.archive)
+    _keystore(args, create=True).restore(args.archive)
     print(f"restored from {args.archive}")
     return 0
 
@@ -391,13 +430,31 @@ def _vectors_parser(sub: argparse._SubParsersAction) -> None:
 def _vectors(args: argparse.Namespace) -> int:
     from engine.vectors import backend_by_name, run_files
 
+    files = _vector_files(args.files)
+    if not files:
+        raise PqcError("None of the given files is an ACVP or Wycheproof vector file.")
     backend = backend_by_name(args.backend)
     try:
-        report = run_files(args.files, backend, batch=args.batch)
+        report = run_files(files, backend, batch=args.batch)
     finally:
         backend.close()
     print(report.render())
     return 0 if report.ok else 1
+
+
+def _vector_files(paths: Sequence[str]) -> list[str]:
+    """The paths that hold vectors; the others are named and left out."""
+    from engine.vectors import VectorFileError, load_file
+
+    kept = []
+    for path in paths:
+        try:
+            load_file(path)
+        except VectorFileError as exc:
+            print(f"pqc-engine: skipping {path}: {exc}", file=sys.stderr)
+            continue
+        kept.append(path)
+    return kept
 
 
 # -- bench -----------------------------------------------------------------

@@ -25,7 +25,7 @@ class OffloadSwitch:
 
     def __init__(self, key_dir: str | os.PathLike[str]) -> None:
         self.path = Path(key_dir) / OFFLOAD_FILE
-        self._seen: tuple[int, int] | None = None
+        self._seen: tuple[int, int] | None = None  # absent at start
 
     def write(self, enabled: bool) -> None:
         """Set the switch atomically (a 0600 temp file renamed into place)."""
@@ -49,18 +49,28 @@ class OffloadSwitch:
             raise ConfigError(f"{self.path} must say 'on' or 'off', not {text!r}.")
         return text == "on"
 
-    def changed(self) -> bool | None:
-        """The new value if the file changed since the last call, else None."""
+    def clear(self) -> None:
+        """Remove the switch, so that servers follow PQC_OFFLOAD again."""
+        self.path.unlink(missing_ok=True)
+
+    def changed(self, default: bool) -> bool | None:
+        """The switch's value if it changed since the last call, else None.
+
+        A removed switch reads as ``default`` (what PQC_OFFLOAD said).
+        """
         try:
             st = self.path.stat()
+            stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_ino)
         except FileNotFoundError:
-            return None
-        stamp = (st.st_mtime_ns, st.st_ino)
+            stamp = None
         if stamp == self._seen:
             return None
         self._seen = stamp
+        if stamp is None:
+            return default
         try:
-            return self.read()
+            value = self.read()
         except ConfigError as exc:
             logger.error("Ignoring the offload switch: %s", exc)
             return None
+        return default if value is None else value

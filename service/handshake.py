@@ -94,9 +94,10 @@ class HandshakeService:
             return
         self._next_reload = now + KEY_RELOAD_INTERVAL
         self.keys.reload_if_changed()
-        offload = self.offload.changed()
-        if offload is not None and self.settings.engine.offload != "off":
-            self.engine.set_offload(offload)
+        if self.settings.engine.offload != "off":
+            offload = self.offload.changed(default=True)
+            if offload is not None:
+                self.engine.set_offload(offload)
 
     def _signing_key(self, algorithm: str) -> tuple[str, SigningKey]:
         record = self.keys.current(algorithm)

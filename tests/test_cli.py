@@ -87,6 +87,10 @@ def test_memory_store_with_two_workers_is_refused(tmp_path, capsys) -> None:
 
 def test_offload_switch_round_trip(tmp_path, capsys) -> None:
     key_dir = str(tmp_path / "keys")
+    assert main(["offload", "status", "--key-dir", key_dir]) == 2
+    assert "no key directory" in capsys.readouterr().err
+
+    os.mkdir(key_dir, 0o700)
     assert main(["offload", "status", "--key-dir", key_dir]) == 0
     assert "not set" in capsys.readouterr().out
 
@@ -96,3 +100,38 @@ def test_offload_switch_round_trip(tmp_path, capsys) -> None:
 
     assert main(["offload", "on", "--key-dir", key_dir]) == 0
     assert capsys.readouterr().out.strip() == "offload: on"
+    assert main(["offload", "clear", "--key-dir", key_dir]) == 0
+    assert "not set" in capsys.readouterr().out
+
+
+def test_key_dir_is_accepted_after_the_subcommand(tmp_path, capsys) -> None:
+    key_dir = str(tmp_path / "keys")
+    assert main(["keys", "generate", "--key-dir", key_dir]) == 0
+    capsys.readouterr()
+    assert main(["keys", "export", "--key-dir", key_dir]) == 0
+    assert len(json.loads(capsys.readouterr().out)["signature_keys"]) == 3
+
+
+def test_a_mistyped_key_dir_is_refused(tmp_path, capsys) -> None:
+    missing = str(tmp_path / "typo")
+    assert main(["keys", "--key-dir", missing, "export"]) == 2
+    assert "no key store" in capsys.readouterr().err
+    assert not os.path.exists(missing)
+
+
+def test_errors_are_one_line_not_tracebacks(tmp_path, capsys) -> None:
+    missing = str(tmp_path / "pins.json")
+    assert main(["handshake", "http://127.0.0.1:9", "--pin", missing]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pqc-engine: ") and "Traceback" not in err
+
+
+def test_vectors_leave_out_files_that_are_not_vectors(tmp_path, capsys) -> None:
+    not_vectors = tmp_path / "registration.json"
+    not_vectors.write_text('{"algorithm": "ML-KEM", "mode": "registration"}')
+    keygen = "tests/vectors/acvp/ML-DSA-keyGen-FIPS204/internalProjection.json"
+
+    assert main(["vectors", str(not_vectors), keygen]) == 0
+    captured = capsys.readouterr()
+    assert "skipping" in captured.err and "registration.json" in captured.err
+    assert "75 passed, 0 failed" in captured.out
