@@ -28,7 +28,7 @@ def test_handshakes_per_second(benchmark, offload: str) -> None:
         report = benchmark.pedantic(
             run_load,
             args=(server.url, CONCURRENCY, SECONDS),
-            kwargs={"processes": 2},
+            kwargs={"processes": 1},
             rounds=1,
             iterations=1,
         )

@@ -257,7 +257,7 @@ def _delete_headers(session: Session) -> dict[str, str]:
     }
 
 
-def _verify_body(session: Session) -> dict[str, Any]:
+def verify_request(session: Session) -> dict[str, Any]:
     timestamp, nonce, mac = session_proof(session, "session-verify")
     return {
         "session_id": session.session_id,
@@ -328,7 +328,7 @@ class PqcClient(_Common):
         return state.finish(answer)
 
     def verify_session(self, session: Session) -> dict[str, Any]:
-        return self._call("POST", "/api/pqc/session/verify", _verify_body(session))
+        return self._call("POST", "/api/pqc/session/verify", verify_request(session))
 
     def delete_session(self, session: Session) -> None:
         path = f"/api/pqc/session/{session.session_id}"
@@ -388,7 +388,7 @@ class AsyncPqcClient(_Common):
 
     async def verify_session(self, session: Session) -> dict[str, Any]:
         return await self._call(
-            "POST", "/api/pqc/session/verify", _verify_body(session)
+            "POST", "/api/pqc/session/verify", verify_request(session)
         )
 
     async def delete_session(self, session: Session) -> None:
@@ -415,4 +415,5 @@ __all__ = [
     "Session",
     "load_pins",
     "pins_from_document",
+    "verify_request",
 ]

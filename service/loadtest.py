@@ -1,7 +1,8 @@
 """``pqc-engine loadtest``: concurrent whole handshakes against a server.
 
 N clients each loop over complete handshakes (keys pinned once, then hello,
-key-exchange, verify) for T seconds through the async client SDK. The report
+key-exchange, verify) for T seconds, running the client SDK's handshake
+state machine (``ClientHandshake``) over lean keep-alive connections. The report
 gives handshakes per second, latency percentiles, errors by code, and the
 mean batch size the server's engine formed during the run (from
 ``GET /api/pqc/stats`` before and after).
@@ -18,11 +19,13 @@ from dataclasses import asdict, dataclass, field
 
 import httpx
 
+from service._rawhttp import RawConnection, RawHTTPError
 from service.client import (
-    AsyncPqcClient,
     ClientError,
+    ClientHandshake,
     HandshakeError,
     pins_from_document,
+    verify_request,
 )
 from service.protocol import DEFAULT_SUITE
 
@@ -71,47 +74,75 @@ def percentile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+class _Client:
+    """One simulated client: the SDK's handshake logic over one connection.
+
+    It runs ``ClientHandshake`` (the SDK's protocol state machine, with key
+    pinning) over a lean keep-alive connection, so that the client side
+    spends its CPU on the protocol rather than on the HTTP library.
+    """
+
+    def __init__(self, url: str, pins: dict, suites: list[str]) -> None:
+        self._conn = RawConnection(url)
+        self._pins = pins
+        self._suites = suites
+
+    async def handshake_and_verify(self) -> None:
+        state = ClientHandshake(self._suites, self._pins)
+        hello = await self._call("/api/pqc/handshake/hello", state.hello_request())
+        request = state.key_exchange_request(hello)
+        answer = await self._call("/api/pqc/handshake/key-exchange", request)
+        session = state.finish(answer)
+        await self._call("/api/pqc/session/verify", verify_request(session))
+
+    async def _call(self, path: str, body: dict) -> dict:
+        status, _, answer = await self._conn.request("POST", path, body)
+        if status >= 400:
+            error = (answer or {}).get("error", {})
+            code = error.get("code", f"http_{status}")
+            raise ClientError(error.get("message", ""), code, status)
+        return answer
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+
 async def _worker(
-    client: AsyncPqcClient,
-    deadline: float,
-    latencies: list[float],
-    errors: Counter[str],
+    client: _Client, deadline: float, latencies: list[float], errors: Counter[str]
 ) -> None:
-    while time.monotonic() < deadline:
-        start = time.perf_counter()
-        try:
-            session = await client.handshake()
-            await client.verify_session(session)
-        except ClientError as exc:
-            errors[exc.code] += 1
-            await asyncio.sleep(0.01)
-            continue
-        except HandshakeError:
-            errors["client_check_failed"] += 1
-            continue
-        except httpx.HTTPError as exc:
-            errors[type(exc).__name__] += 1
-            await asyncio.sleep(0.01)
-            continue
-        latencies.append(time.perf_counter() - start)
+    try:
+        while time.monotonic() < deadline:
+            start = time.perf_counter()
+            try:
+                await client.handshake_and_verify()
+            except ClientError as exc:
+                errors[exc.code] += 1
+                await asyncio.sleep(0.01)
+                continue
+            except HandshakeError:
+                errors["client_check_failed"] += 1
+                continue
+            except RawHTTPError:
+                errors["connection_error"] += 1
+                await asyncio.sleep(0.01)
+                continue
+            latencies.append(time.perf_counter() - start)
+    finally:
+        await client.close()
 
 
 async def _load(
     url: str, concurrency: int, duration: float, suites: list[str] | None
 ) -> tuple[list[float], Counter[str]]:
     """One process's share: ``concurrency`` clients for ``duration`` seconds."""
-    limits = httpx.Limits(
-        max_connections=concurrency, max_keepalive_connections=concurrency
-    )
-    async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=30.0) as http:
         pins = pins_from_document((await http.get("/api/pqc/keys")).json())
-        client = AsyncPqcClient(url, pins=pins, suites=suites, http=http)
-        latencies: list[float] = []
-        errors: Counter[str] = Counter()
-        deadline = time.monotonic() + duration
-        await asyncio.gather(
-            *(_worker(client, deadline, latencies, errors) for _ in range(concurrency))
-        )
+    chosen = list(suites or [DEFAULT_SUITE])
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    deadline = time.monotonic() + duration
+    clients = [_Client(url, pins, chosen) for _ in range(concurrency)]
+    await asyncio.gather(*(_worker(c, deadline, latencies, errors) for c in clients))
     return latencies, errors
 
 

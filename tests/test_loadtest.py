@@ -1,0 +1,45 @@
+"""pqc-engine loadtest against a real server: counts, latency, JSON report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from service.cli import main
+from service.loadtest import run_load
+
+
+@pytest.mark.timeout(60)
+def test_short_load_completes_handshakes(default_server) -> None:
+    report = run_load(default_server.url, concurrency=4, duration=1.0)
+
+    assert report.handshakes > 0
+    assert report.errors == {}
+    assert report.handshakes_per_s > 0
+    lat = report.latency_ms
+    assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"]
+    # hello + key-exchange: at least keygen, sign and decaps per handshake
+    assert report.server_operations >= 3 * report.handshakes
+    assert report.server_mean_batch_size >= 1
+
+
+@pytest.mark.timeout(60)
+def test_cli_writes_json(default_server, tmp_path, capsys) -> None:
+    out = tmp_path / "load.json"
+    code = main(
+        ["loadtest", default_server.url, "-c", "2", "-d", "0.5", "--json", str(out)]
+    )
+
+    assert code == 0
+    assert "handshakes/s" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["concurrency"] == 2 and data["handshakes"] > 0
+
+
+@pytest.mark.timeout(60)
+def test_refused_handshakes_are_counted_by_code(default_server) -> None:
+    report = run_load(default_server.url, 2, 0.5, suites=["NO-SUCH-SUITE"])
+
+    assert report.handshakes == 0
+    assert report.errors.get("no_common_suite", 0) > 0
