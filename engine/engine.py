@@ -98,6 +98,7 @@ class Engine:
             given, self._device_problem = _default_backends(self.config)
         self._states = [_BackendState(b) for b in given]
         self._offload_enabled = self.config.offload != "off"
+        self._serving: dict[bool, frozenset[OpKey]] = {}
         self._stats = Statistics()
         self._slots = itertools.count(1)
         self._keys: dict[int, tuple[str, bytes]] = {}
@@ -134,6 +135,7 @@ class Engine:
     def _self_test_all(self) -> None:
         for state in self._states:
             state.report = run_selftests(state.backend)
+        self._serving.clear()
         if not any(s.usable for s in self._states):
             raise BackendUnavailable("No crypto backend passed its self-tests.")
         if self.config.offload == "on" and not any(
@@ -259,11 +261,24 @@ class Engine:
     # -- what is served, and how it is going -----------------------------
 
     def serves(self, kind: Kind | str, param: str) -> bool:
-        key = OpKey(Kind(kind), param)
-        return any(
-            s.usable and self._allowed(s) and s.backend.serves(key)
-            for s in self._states
-        )
+        return OpKey(Kind(kind), param) in self.serving()
+
+    def serving(self) -> frozenset[OpKey]:
+        """Every (kind, parameter set) some usable, allowed backend serves.
+
+        Cached per offload setting: it is asked on every submit, and only
+        self-tests (at start) and the offload switch change it.
+        """
+        cached = self._serving.get(self._offload_enabled)
+        if cached is None:
+            cached = frozenset(
+                key
+                for s in self._states
+                if s.usable and self._allowed(s)
+                for key in s.backend.capabilities()
+            )
+            self._serving[self._offload_enabled] = cached
+        return cached
 
     def _allowed(self, state: _BackendState) -> bool:
         return state.backend.path != "device" or self._offload_enabled

@@ -14,11 +14,10 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric import x25519
 
-from engine import Engine, Kind, SigningKey
+from engine import Engine, Kind, OpKey, SigningKey
 from service import protocol as pr
 from service.config import Settings
 from service.control import OffloadSwitch
@@ -36,7 +35,7 @@ KEPT_SLOTS_PER_ALGORITHM = 2  # the current signing key and the one before
 
 def rfc3339(t: float) -> str:
     """UTC, second precision, with a Z: independent of the host's time zone."""
-    return datetime.fromtimestamp(int(t), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(t)))
 
 
 @dataclass(frozen=True)
@@ -56,6 +55,8 @@ class HandshakeService:
         self.keys = keys
         self.store = store
         self.offload = OffloadSwitch(settings.key_dir)
+        self._suites: list[str] = []
+        self._suites_for: frozenset | None = None
         self._handles: dict[str, SigningKey] = {}
         self._lock = threading.Lock()
         self._next_reload = 0.0
@@ -64,13 +65,11 @@ class HandshakeService:
 
     def served_suites(self) -> list[str]:
         """Suites whose every operation some enabled backend serves."""
-        return [s.name for s in pr.SUITES.values() if self._serves(s)]
-
-    def _serves(self, suite: Suite) -> bool:
-        kem = (Kind.KEM_KEYGEN, Kind.KEM_DECAPS)
-        return all(self.engine.serves(k, suite.kem) for k in kem) and (
-            self.engine.serves(Kind.SIG_SIGN, suite.sig)
-        )
+        serving = self.engine.serving()
+        if serving is not self._suites_for:
+            self._suites = [s.name for s in pr.SUITES.values() if _serves(serving, s)]
+            self._suites_for = serving
+        return self._suites
 
     def signature_algorithms(self) -> list[str]:
         return sorted({pr.SUITES[name].sig for name in self.served_suites()})
@@ -320,6 +319,15 @@ class HandshakeService:
                 "This nonce was already used for this session.", "replayed_request"
             )
         return SessionView(record, _state(record))
+
+
+def _serves(serving: frozenset, suite: Suite) -> bool:
+    needed = (
+        OpKey(Kind.KEM_KEYGEN, suite.kem),
+        OpKey(Kind.KEM_DECAPS, suite.kem),
+        OpKey(Kind.SIG_SIGN, suite.sig),
+    )
+    return all(key in serving for key in needed)
 
 
 def _state(record: dict) -> str:
