@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.backends.openssl import OpenSSLBackend
+from engine.errors import BackendUnavailable
 from engine.lanes import make_lanes
 
 # make_lanes lives in engine.lanes, shared with ``pqc-engine bench``.
@@ -14,6 +15,14 @@ __all__ = ["backend_cache", "backends", "make_lanes"]
 def backends() -> dict[str, object]:
     """Every backend that can be built on this host, by name."""
     found: dict[str, object] = {"openssl": OpenSSLBackend}
+    try:
+        from engine.backends.device import DeviceBackend
+        from engine.config import EngineConfig
+
+        DeviceBackend(EngineConfig()).close()
+    except (ImportError, BackendUnavailable):
+        return found
+    found["device"] = lambda: DeviceBackend(EngineConfig())
     return found
 
 
