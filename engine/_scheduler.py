@@ -104,6 +104,15 @@ class Scheduler:
             self._cond.notify()
         return request.future
 
+    def has_room(self, which: Callable[[OpKey], bool]) -> bool:
+        """Whether every existing queue that ``which`` selects is below its bound."""
+        with self._cond:
+            return all(
+                len(q.items) < self.queue_max
+                for k, q in self._queues.items()
+                if which(k)
+            )
+
     def depth(self) -> dict[str, int]:
         """Requests waiting per queue, for statistics."""
         with self._cond:

@@ -45,6 +45,7 @@ from engine.ops import (
     SigKeyPair,
     SigSignIn,
     SigVerifyIn,
+    normalise_lane,
 )
 from engine.selftest import SelfTestReport, run_selftests
 
@@ -172,8 +173,18 @@ class Engine:
         # capability check below would misreport a stopped engine.
         if self._scheduler is None or self._closed:
             raise EngineClosed("The engine is not running; call start() first.")
-        key = self._check(Kind(kind), param, lane)
-        return self._scheduler.submit(key, lane)
+        key = self._check(_kind(kind), param, lane)
+        return self._scheduler.submit(key, normalise_lane(lane))
+
+    def has_room(self, kind: Kind | str) -> bool:
+        """Whether every queue of ``kind`` can take another request now.
+
+        A hint for callers about to consume something that a refusal would
+        waste (the service checks it before taking a pending handshake).
+        """
+        if self._scheduler is None:
+            return False
+        return self._scheduler.has_room(lambda key: key.kind == Kind(kind))
 
     async def run(self, kind: Kind | str, param: str, lane: tuple) -> object:
         """Run one lane inside a batch and return its result."""
@@ -224,6 +235,8 @@ class Engine:
         backends that take one. A backend that fails to load it is marked
         degraded (its probe loads the key again) as long as another one did.
         """
+        if self._closed:
+            raise EngineClosed("The engine is closed; no key can be loaded.")
         spec = P.sig_params(param)
         seed = check_bytes("The ML-DSA key", seed)
         if len(seed) not in (P.SIG_SEED_BYTES, spec.sk_bytes):
@@ -261,7 +274,7 @@ class Engine:
     # -- what is served, and how it is going -----------------------------
 
     def serves(self, kind: Kind | str, param: str) -> bool:
-        return OpKey(Kind(kind), param) in self.serving()
+        return OpKey(_kind(kind), param) in self.serving()
 
     def serving(self) -> frozenset[OpKey]:
         """Every (kind, parameter set) some usable, allowed backend serves.
@@ -327,6 +340,8 @@ class Engine:
     # -- internals -------------------------------------------------------
 
     def _check(self, kind: Kind, param: str, lane: tuple) -> OpKey:
+        if not isinstance(param, str):
+            raise TypeError(f"param must be a str, not {type(param).__name__}.")
         if not isinstance(lane, INPUT_TYPES[kind]):
             raise TypeError(
                 f"A {kind.value} lane must be a {INPUT_TYPES[kind].__name__}, "
@@ -447,6 +462,16 @@ class Engine:
         if any(s.healthy for s in devices):
             return "ok"
         return "degraded" if any(s.usable for s in devices) else "failed"
+
+
+def _kind(kind: Kind | str) -> Kind:
+    try:
+        return Kind(kind)
+    except ValueError:
+        raise UnsupportedParameterSet(
+            f"{kind!r} is not an operation kind; expected one of "
+            f"{', '.join(k.value for k in Kind)}."
+        ) from None
 
 
 def _default_backends(config: EngineConfig) -> tuple[list[Backend], str | None]:

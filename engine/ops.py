@@ -108,3 +108,30 @@ class OpKey(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.kind.value}/{self.param}"
+
+
+# Lane fields that are not byte strings; every other field must be bytes-like.
+_NON_BYTES_FIELDS = {"slot", "mode"}
+
+
+def normalise_lane(lane: tuple) -> tuple:
+    """The lane with every bytes-like field as ``bytes``; TypeError otherwise.
+
+    Backends then see only ``bytes``: a caller's odd buffer (a str, a
+    strided memoryview) is refused here, for that caller alone, instead of
+    failing a batch that other callers share.
+    """
+    changes = {}
+    for name, value in zip(lane._fields, lane, strict=True):
+        if name in _NON_BYTES_FIELDS or value is None or type(value) is bytes:
+            continue
+        if not isinstance(value, bytearray | memoryview):
+            raise TypeError(f"{name} must be bytes, not {type(value).__name__}.")
+        changes[name] = bytes(value)
+    if "slot" in lane._fields and (
+        not isinstance(lane.slot, int) or isinstance(lane.slot, bool)
+    ):
+        raise TypeError(f"slot must be an int, not {type(lane.slot).__name__}.")
+    if "mode" in lane._fields and not isinstance(lane.mode, str):
+        raise TypeError(f"mode must be a str, not {type(lane.mode).__name__}.")
+    return lane._replace(**changes) if changes else lane

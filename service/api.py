@@ -74,7 +74,8 @@ def _from_exception(exc: Exception) -> JSONResponse:
         retry = str(max(1, round(exc.retry_after)))
         return error_response("overloaded", str(exc), {"Retry-After": retry})
     if isinstance(exc, StoreUnavailable):
-        return error_response("unavailable", "The session store is unreachable.")
+        # The store's own sentences say what is wrong and carry no secrets.
+        return error_response("unavailable", str(exc), {"Retry-After": "1"})
     if isinstance(exc, BackendUnavailable | EngineClosed):
         return error_response("unavailable", "No crypto backend can serve this now.")
     if isinstance(exc, InvalidInput):
@@ -106,17 +107,20 @@ class BodyLimit:
             await self._refuse(scope, receive, send)
             return
         body = await self._read(receive)
+        if body is _DISCONNECTED:
+            return  # the client left mid-body: nothing to answer, nothing to do
         if body is None:
             await self._refuse(scope, receive, send)
             return
         await self.app(scope, _replay(body, receive), send)
 
-    async def _read(self, receive: Receive) -> bytes | None:
+    async def _read(self, receive: Receive) -> bytes | object | None:
+        """The whole body; None if over the limit; _DISCONNECTED if cut short."""
         chunks, size = [], 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return b"".join(chunks)
+                return _DISCONNECTED
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
@@ -132,6 +136,9 @@ class BodyLimit:
             {"Connection": "close"},
         )
         await response(scope, receive, send)
+
+
+_DISCONNECTED = object()
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -135,6 +135,9 @@ class ClientHandshake:
 
     def __init__(self, suites: Iterable[str], pins: Mapping[str, PinnedKey]) -> None:
         self.suites = list(suites)
+        if any("," in name for name in self.suites):
+            # CH joins the names with commas: one inside a name is ambiguous.
+            raise ValueError("Suite names cannot contain commas.")
         self.pins = pins
         self.client_random = os.urandom(pr.RANDOM_BYTES)
         hybrid = any(pr.SUITES[n].hybrid for n in self.suites if n in pr.SUITES)

@@ -60,12 +60,29 @@ class Settings:
         ):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"PQC_{name.upper()} must be greater than zero.")
+        self._check_upper_bounds()
         if not 1024 <= self.max_body_bytes <= 16 * 1024 * 1024:
             raise ConfigError("PQC_MAX_BODY_BYTES must be between 1024 and 16 MiB.")
         if not 1 <= self.workers <= 256:
             raise ConfigError("PQC_WORKERS must be between 1 and 256.")
         if not 0 <= self.port <= 65535:
             raise ConfigError("PQC_PORT must be between 0 and 65535.")
+
+    def _check_upper_bounds(self) -> None:
+        # Store TTLs are capped at a year; these bounds keep every TTL the
+        # service derives from them (lifetime + grace, 2 x skew + 1) below it.
+        day = 24 * 3600.0
+        limits = {
+            "session_ttl_seconds": 180 * day,
+            "session_grace_seconds": 30 * day,
+            "handshake_timeout_seconds": day,
+            "clock_skew_seconds": day,
+            "key_rotation_days": 3650.0,
+            "session_redis_timeout_seconds": 60.0,
+        }
+        for name, limit in limits.items():
+            if getattr(self, name) > limit:
+                raise ConfigError(f"PQC_{name.upper()} must be at most {limit:g}.")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import x25519
 
-from engine import Engine, Kind, OpKey, SigningKey
+from engine import Engine, Kind, OpKey, QueueFull, SigningKey
 from service import protocol as pr
 from service.config import Settings
 from service.control import OffloadSwitch
@@ -143,7 +143,8 @@ class HandshakeService:
         message = pr.signed_message(suite, ch, sh)
         signature = await self.engine.sign(handle, message, pr.SIGNATURE_CONTEXT)
 
-        expires = time.time() + self.settings.handshake_timeout_seconds
+        # Whole seconds, so that the published expires_at is the enforced one.
+        expires = float(int(time.time() + self.settings.handshake_timeout_seconds))
         pending = {
             "suite": suite.name,
             "client_random": b64encode(client_random),
@@ -184,7 +185,10 @@ class HandshakeService:
         ciphertext = b64decode(_get(body, "kem_ciphertext"), "kem_ciphertext")
         client_vd = b64decode(_get(body, "client_verify_data"), "client_verify_data")
 
-        # Consumed by this attempt whatever its outcome (protocol.md section 3).
+        # Consumed by this attempt whatever its outcome (protocol.md section 3),
+        # so refuse for load before taking it: then a retry can still succeed.
+        if not self.engine.has_room(Kind.KEM_DECAPS):
+            raise QueueFull("The engine's decapsulation queue is full; retry shortly.")
         pending = await self.store.take_pending(handshake_id)
         if pending is None or pending["expires_at"] <= time.time():
             raise ProtocolError(
@@ -218,7 +222,7 @@ class HandshakeService:
     ) -> dict:
         session_id = pr.new_id(os.urandom(pr.ID_BYTES))
         now = time.time()
-        expires = now + self.settings.session_ttl_seconds
+        expires = float(int(now + self.settings.session_ttl_seconds))
         record = {
             "session_id": session_id,
             "suite": suite.name,
@@ -277,10 +281,13 @@ class HandshakeService:
         )
         if view.record["state"] == "invalidated":
             return
-        record = _invalidated(view.record)
-        await self.store.replace_session(
-            session_id, record, self.settings.session_grace_seconds
-        )
+        # Visible for the grace period after the session's end: now, or its
+        # expiry if that came first (protocol.md section 4).
+        overdue = max(0.0, time.time() - view.record["expires_at"])
+        ttl = self.settings.session_grace_seconds - overdue
+        if ttl <= 0:
+            return
+        await self.store.replace_session(session_id, _invalidated(view.record), ttl)
         logger.info("Session %s invalidated by its holder.", session_id)
 
     async def _authenticate(
@@ -371,6 +378,10 @@ def _suite_list(value: object) -> list[str]:
     for name in value:
         if not isinstance(name, str) or not 0 < len(name) <= MAX_SUITE_NAME:
             raise ProtocolError("Every suite name must be a non-empty short string.")
+        if "," in name:
+            # CH hashes join(",", suites): a comma inside a name would let an
+            # attacker regroup the list (and so downgrade) without changing CH.
+            raise ProtocolError("Suite names cannot contain commas.")
         if not _is_utf8(name):
             # Offered names, even unknown ones, are hashed into CH as UTF-8.
             raise ProtocolError("Every suite name must be valid Unicode text.")
@@ -430,6 +441,8 @@ def _header(value: str | None, name: str) -> str:
 
 def _header_int(value: str | None, name: str) -> int:
     text = _header(value, name)
-    if not text.isascii() or not text.isdigit() or len(text) > 19:
+    # protocol.md: base-10 ASCII, without sign or leading zeros.
+    canonical = text.isascii() and text.isdigit() and (text == "0" or text[0] != "0")
+    if not canonical or len(text) > 19:
         raise ProtocolError(f"The header {name} must be a non-negative integer.")
     return int(text)

@@ -168,6 +168,13 @@ class MemorySessionStore(SessionStore):
     async def ping(self) -> None:
         with self._lock:
             self._check_open()
+        # A full store cannot take new handshakes: health must say so.
+        if self.entry_count >= self._max_entries:
+            self.sweep()
+            if self.entry_count >= self._max_entries:
+                raise StoreUnavailable(
+                    f"The memory session store is full ({self._max_entries} entries)."
+                )
 
     async def close(self) -> None:
         with self._lock:

@@ -31,7 +31,15 @@ from engine import params as P
 from engine.backends.base import Backend, check_bytes
 from engine.config import EngineConfig
 from engine.errors import BackendUnavailable, InvalidInput
-from engine.ops import SIG_MODES, KemEncapsOut, KemKeyPair, Kind, OpKey, SigKeyPair
+from engine.ops import (
+    SIG_MODES,
+    KemEncapsOut,
+    KemKeyPair,
+    Kind,
+    OpKey,
+    SigKeyPair,
+    normalise_lane,
+)
 
 _TR_BYTES = 64  # tr = H(pk, 64), FIPS 204 Algorithm 6, step 6
 _MU_BYTES = 64
@@ -167,7 +175,15 @@ class DeviceBackend(Backend):
             Kind.SIG_VERIFY: self._sig_verify,
         }[key.kind]
         results: list[object] = [None] * len(lanes)
-        handler(key.param, lanes, results)
+        clean: list[tuple] = []
+        for i, lane in enumerate(lanes):
+            try:
+                clean.append(normalise_lane(lane))
+            except TypeError as exc:
+                # A placeholder the checks refuse; the lane keeps its own error.
+                clean.append(lane)
+                results[i] = InvalidInput(str(exc))
+        handler(key.param, clean, results)
         return results
 
     def _launch(
@@ -273,8 +289,10 @@ class DeviceBackend(Backend):
         for i in list(good):
             try:
                 mus[i] = _mu(slots[lanes[i].slot].tr, lanes[i])
-            except InvalidInput as exc:
-                out[i] = exc
+            except (InvalidInput, TypeError) as exc:
+                out[i] = (
+                    exc if isinstance(exc, InvalidInput) else InvalidInput(str(exc))
+                )
                 good.remove(i)
         if not good:
             return
@@ -333,6 +351,8 @@ def _accept(lanes: Sequence[tuple], out: list, check) -> list[int]:
     """Indices of lanes that pass ``check``; the others get their error."""
     good: list[int] = []
     for i, lane in enumerate(lanes):
+        if out[i] is not None:  # already refused by run_batch
+            continue
         try:
             check(lane)
         except (InvalidInput, TypeError) as exc:
