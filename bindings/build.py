@@ -1,10 +1,14 @@
 """The cffi builder for ``bindings._pqc_kernels`` (out-of-line API mode).
 
 ``pip install .`` and ``pip install -e .`` run it through setup.py's
-``cffi_modules``: it compiles the portable kernels (``kernels/ref``) and the
-host device runtime (``kernels/host``) into one extension module with
-nothing but a C compiler. After editing the C, run ``pip install -e .``
-again (a few seconds) to rebuild it.
+``cffi_modules``: it compiles the portable kernels (``kernels/ref``), the
+dispatch table (``kernels/dispatch.c``), the native backends this machine
+can build (``kernels/x86_64/avx2`` on x86-64) and the host device runtime
+(``kernels/host``) into one extension module with nothing but a C compiler.
+A native backend is compiled with per-function target attributes, not
+global flags, so the module still loads on a CPU without the feature; the
+dispatch probe picks the backend at run time. After editing the C, run
+``pip install -e .`` again (a few seconds) to rebuild it.
 
 The declarations below are checked against the headers by the compiler
 (API mode): a mismatch in a signature or constant fails the build.
@@ -13,13 +17,14 @@ The declarations below are checked against the headers by the compiler
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 
 import cffi
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNELS = ROOT / "kernels"
-HEADERS = ("pqc_status.h", "pqc_dev.h", "mlkem.h", "mldsa.h")
+HEADERS = ("pqc_status.h", "pqc_dev.h", "mlkem.h", "mldsa.h", "dispatch.h")
 COMPILE_ARGS = ["-O2", "-std=c11", "-DNDEBUG", "-pthread"]
 
 CDEF = """
@@ -102,6 +107,8 @@ int pqc_dev_key_free(pqc_dev *dev, uint32_t slot);
 int pqc_dev_inject_fault(pqc_dev *dev, int fault, uint32_t count,
                          uint32_t stall_ms);
 
+const char *pqc_impl_name(void);
+
 int mlkem_keygen(unsigned k, uint8_t *ek, uint8_t *dk, const uint8_t seed[64]);
 int mlkem_encaps(unsigned k, uint8_t *ct, uint8_t ss[32], const uint8_t *ek,
                  const uint8_t m[32]);
@@ -127,9 +134,22 @@ void mldsa_compute_mu(uint8_t mu[64], const uint8_t tr[64],
 """
 
 
+def _native_backends() -> list[str]:
+    """The backends of ``kernels/`` that this machine's compiler can build."""
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        return ["avx2"]
+    return []
+
+
 def _sources() -> list[Path]:
     ref = sorted((KERNELS / "ref").glob("*.c"))
-    return ref + sorted((KERNELS / "host").glob("*.c"))
+    native = [
+        c
+        for backend in _native_backends()
+        for c in sorted((KERNELS / "x86_64" / backend).glob("*.c"))
+    ]
+    host = sorted((KERNELS / "host").glob("*.c"))
+    return [*ref, KERNELS / "dispatch.c", *native, *host]
 
 
 def make_builder(absolute: bool = False) -> cffi.FFI:
@@ -145,7 +165,8 @@ def make_builder(absolute: bool = False) -> cffi.FFI:
         "bindings._pqc_kernels",
         "".join(f'#include "{h}"\n' for h in HEADERS),
         sources=[place(f) for f in _sources()],
-        include_dirs=[place(KERNELS / d) for d in ("include", "ref")],
+        include_dirs=[place(KERNELS / d) for d in ("include", "ref", ".")],
+        define_macros=[(f"PQC_BACKEND_{b.upper()}", None) for b in _native_backends()],
         extra_compile_args=COMPILE_ARGS,
         extra_link_args=["-pthread"],
     )

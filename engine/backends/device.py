@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -40,6 +41,8 @@ from engine.ops import (
     SigKeyPair,
     normalise_lane,
 )
+
+logger = logging.getLogger(__name__)
 
 _TR_BYTES = 64  # tr = H(pk, 64), FIPS 204 Algorithm 6, step 6
 _MU_BYTES = 64
@@ -77,6 +80,12 @@ class DeviceBackend(Backend):
         self._timeout_ms = config.device_timeout_ms
         self._device = runtime.Device(config.device_id, config.device_threads)
         self._info = self._device.info()
+        logger.info(
+            "Device runtime %s opened: kernels %s, %d worker threads.",
+            self._info.name,
+            self._info.implementation,
+            self._info.threads,
+        )
         lib = runtime.lib
         # Statuses that concern one lane's input; any other is a device fault.
         self._lane_statuses = {

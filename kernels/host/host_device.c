@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../dispatch.h"
+
 /*
  * Open devices. A handle is checked against this table before anything
  * reads through it, and `users` keeps a device alive while calls are inside
@@ -367,9 +369,13 @@ int pqc_dev_close(pqc_dev *dev)
 
 static void fill_info(const pqc_dev *dev, pqc_dev_info *info)
 {
+    /* The kernels' implementation (kernels/dispatch.h); a build without
+     * the dispatch table runs the reference. */
+    const pqc_impl *impl = pqc_impl_active();
+
     memset(info, 0, sizeof(*info));
     strcpy(info->name, "host");
-    strcpy(info->impl, "ref");
+    strcpy(info->impl, impl != NULL ? impl->name : "ref");
     info->abi_version = PQC_DEV_ABI_VERSION;
     info->device_id = dev->id;
     info->threads = dev->n_workers;

@@ -10,6 +10,8 @@
 
 #include <string.h>
 
+#include "../dispatch.h"
+
 /* Domain separation byte with the first bit of pad10*1 already appended:
  * SHA3 appends 01 and SHAKE appends 1111 (FIPS 202, section 6 and B.2). */
 #define KECCAK_DS_SHA3 0x06
@@ -100,6 +102,20 @@ void keccak_f1600(uint64_t s[25])
     }
 }
 
+/* The sponges permute through the dispatch table (kernels/dispatch.h), so
+ * a faster backend serves every SHA3 and SHAKE call; keccak_f1600 above
+ * stays the reference. */
+static void keccak_permute(uint64_t s[25])
+{
+    const pqc_impl *impl = pqc_impl_active();
+
+    if (impl != NULL && impl->keccak_f1600 != NULL) {
+        impl->keccak_f1600(s);
+        return;
+    }
+    keccak_f1600(s);
+}
+
 /* Lanes hold bytes little-endian: byte i of the block is bits 8i..8i+7 of
  * the state string (FIPS 202, section 3.1.2 and B.1). */
 static void keccak_xor_bytes(uint64_t s[25], unsigned off, const uint8_t *in,
@@ -152,7 +168,7 @@ void keccak_absorb(keccak_state *st, const uint8_t *in, size_t len)
     while (len > 0) {
         if (st->pos == 0 && len >= st->rate) {
             keccak_xor_block(st->s, in, st->rate);
-            keccak_f1600(st->s);
+            keccak_permute(st->s);
             in += st->rate;
             len -= st->rate;
             continue;
@@ -166,7 +182,7 @@ void keccak_absorb(keccak_state *st, const uint8_t *in, size_t len)
         len -= chunk;
 
         if (st->pos == st->rate) {
-            keccak_f1600(st->s);
+            keccak_permute(st->s);
             st->pos = 0;
         }
     }
@@ -191,7 +207,7 @@ void keccak_squeeze(keccak_state *st, uint8_t *out, size_t len)
 {
     while (len > 0) {
         if (st->pos == st->rate) {
-            keccak_f1600(st->s);
+            keccak_permute(st->s);
             st->pos = 0;
         }
 

@@ -207,6 +207,10 @@ void mldsa_power2round(int32_t *r1, int32_t *r0, int32_t r);
 void mldsa_decompose(const mldsa_params *p, int32_t *r1, int32_t *r0,
                      int32_t r);
 
+/* LowBits of every coefficient (in [0, q)) of a, into r0. */
+void mldsa_poly_lowbits(const mldsa_params *p, mldsa_poly *r0,
+                        const mldsa_poly *a);
+
 /* HighBits of every coefficient (in [0, q)) of a. */
 void mldsa_poly_highbits(const mldsa_params *p, mldsa_poly *r1,
                          const mldsa_poly *a);
@@ -244,6 +248,20 @@ void mldsa_sample_eta(const mldsa_params *p, mldsa_poly *a,
  * coefficients in [-gamma1 + 1, gamma1]. */
 void mldsa_sample_mask(const mldsa_params *p, mldsa_poly *y,
                        const uint8_t rho[MLDSA_CRH_BYTES], uint16_t nonce);
+
+/* The three samplers above for `count` polynomials a[0..count), through
+ * the dispatch table (kernels/dispatch.h), four at a time where a backend
+ * has a 4-way sponge; byte-identical to calling them in a loop.
+ * sample_a_n: a[i] = A-hat[r][s] for nonce[i] = s + 256 r (the seed's two
+ * bytes, little-endian). eta_n and mask_n: nonces nonce + i. */
+void mldsa_sample_a_n(mldsa_poly *a, const uint8_t rho[MLDSA_SEED_BYTES],
+                      const uint16_t *nonce, unsigned count);
+void mldsa_sample_eta_n(const mldsa_params *p, mldsa_poly *a,
+                        const uint8_t rho[MLDSA_CRH_BYTES], uint16_t nonce,
+                        unsigned count);
+void mldsa_sample_mask_n(const mldsa_params *p, mldsa_poly *y,
+                         const uint8_t rho[MLDSA_CRH_BYTES], uint16_t nonce,
+                         unsigned count);
 
 /* c = SampleInBall(ctilde) (Algorithm 29): tau coefficients of +-1. */
 void mldsa_sample_in_ball(const mldsa_params *p, mldsa_poly *c,

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../dispatch.h"
 #include "mldsa_internal.h"
 
 /* Offsets of the parts of an encoded secret key (Algorithm 24). */
@@ -25,20 +26,42 @@ static size_t mldsa_sk_t0_at(const mldsa_params *p)
     return mldsa_sk_s2_at(p) + p->k * (size_t)MLDSA_POLY_BYTES(p->eta_bits);
 }
 
-/* Row i of t = NTT^-1(A-hat * NTT(s1)) + s2, in [0, q) (Algorithm 6,
- * step 5). s1_hat is NTT(s1) reduced; s2 is row i of s2. */
-static void mldsa_t_row(const mldsa_params *p, mldsa_poly *t,
-                        const uint8_t rho[MLDSA_SEED_BYTES],
-                        const mldsa_poly *s1_hat, unsigned i,
-                        const mldsa_poly *s2)
+/* t[i] = sum_j A-hat[i][j] NTT(s1)[j] for every row (Algorithm 6, step
+ * 5, before NTT^-1), s1_hat reduced. The entries are taken in row-major
+ * order a group at a time, four sponges at once where the backend can, so
+ * that groups run on across rows instead of ending each row part-empty. */
+static void mldsa_a_times_s1(const mldsa_params *p, mldsa_poly *t,
+                             const uint8_t rho[MLDSA_SEED_BYTES],
+                             const mldsa_poly *s1_hat)
 {
-    mldsa_poly a;
+    mldsa_poly a[PQC_IMPL_WAYS];
+    uint16_t nonce[PQC_IMPL_WAYS];
+    unsigned entries = p->k * p->l;
 
-    memset(t, 0, sizeof *t);
-    for (unsigned j = 0; j < p->l; j++) {
-        mldsa_sample_a(&a, rho, i, j);
-        mldsa_poly_pointwise_acc(t, &a, &s1_hat[j]);
+    memset(t, 0, p->k * sizeof *t);
+    for (unsigned at = 0; at < entries; at += PQC_IMPL_WAYS) {
+        unsigned count =
+            entries - at < PQC_IMPL_WAYS ? entries - at : PQC_IMPL_WAYS;
+
+        for (unsigned e = 0; e < count; e++) {
+            unsigned i = (at + e) / p->l, j = (at + e) % p->l;
+
+            nonce[e] = (uint16_t)(j | i << 8);
+        }
+        mldsa_sample_a_n(a, rho, nonce, count);
+        for (unsigned e = 0; e < count; e++) {
+            unsigned i = (at + e) / p->l, j = (at + e) % p->l;
+
+            mldsa_poly_pointwise_acc(&t[i], &a[e], &s1_hat[j]);
+        }
     }
+}
+
+/* Row i of t = NTT^-1(A-hat * NTT(s1)) + s2, in [0, q) (Algorithm 6,
+ * step 5), from its product t = row i of mldsa_a_times_s1; s2 is row i of
+ * s2. */
+static void mldsa_t_row(mldsa_poly *t, const mldsa_poly *s2)
+{
     mldsa_poly_reduce(t);
     mldsa_invntt_tomont(t);
     mldsa_poly_add(t, t, s2);
@@ -69,20 +92,23 @@ static void mldsa_keygen_from_seeds(const mldsa_params *p, uint8_t *pk,
     const uint8_t *rho_prime = seeds + MLDSA_SEED_BYTES;
     const uint8_t *key = rho_prime + MLDSA_CRH_BYTES;
     size_t eta_poly = MLDSA_POLY_BYTES(p->eta_bits);
-    mldsa_poly s1_hat[MLDSA_L_MAX], s2, t;
+    mldsa_poly s[MLDSA_L_MAX + MLDSA_K_MAX], t[MLDSA_K_MAX];
+    mldsa_poly *s1_hat = s, *s2 = s + p->l;
 
+    /* ExpandS (Algorithm 33): s1 takes nonces 0..l-1 and s2 l..l+k-1,
+     * one run sampled together. */
+    mldsa_sample_eta_n(p, s, rho_prime, 0, p->l + p->k);
     for (unsigned r = 0; r < p->l; r++) {
-        mldsa_sample_eta(p, &s1_hat[r], rho_prime, (uint16_t)r);
         mldsa_pack_eta(p, sk + mldsa_sk_s1_at() + r * eta_poly, &s1_hat[r]);
         mldsa_ntt(&s1_hat[r]);
         mldsa_poly_reduce(&s1_hat[r]);
     }
 
+    mldsa_a_times_s1(p, t, rho, s1_hat);
     for (unsigned i = 0; i < p->k; i++) {
-        mldsa_sample_eta(p, &s2, rho_prime, (uint16_t)(p->l + i));
-        mldsa_pack_eta(p, sk + mldsa_sk_s2_at(p) + i * eta_poly, &s2);
-        mldsa_t_row(p, &t, rho, s1_hat, i, &s2);
-        mldsa_store_t_row(p, pk, sk, i, &t);
+        mldsa_pack_eta(p, sk + mldsa_sk_s2_at(p) + i * eta_poly, &s2[i]);
+        mldsa_t_row(&t[i], &s2[i]);
+        mldsa_store_t_row(p, pk, sk, i, &t[i]);
     }
 
     memcpy(pk, rho, MLDSA_SEED_BYTES);
@@ -90,9 +116,8 @@ static void mldsa_keygen_from_seeds(const mldsa_params *p, uint8_t *pk,
     memcpy(sk + MLDSA_SEED_BYTES, key, MLDSA_SEED_BYTES);
     shake256(sk + 2 * MLDSA_SEED_BYTES, MLDSA_CRH_BYTES, pk, p->pk_bytes);
 
-    mldsa_wipe(s1_hat, sizeof s1_hat);
-    mldsa_wipe(&s2, sizeof s2);
-    mldsa_wipe(&t, sizeof t);
+    mldsa_wipe(s, sizeof s);
+    mldsa_wipe(t, sizeof t);
 }
 
 int mldsa_keygen(unsigned ps, uint8_t *pk, uint8_t *sk, const uint8_t xi[32])
@@ -189,11 +214,14 @@ static uint32_t mldsa_fill_slot(const mldsa_params *p, mldsa_xsk *x,
     memcpy(x->key, sk + MLDSA_SEED_BYTES, MLDSA_SEED_BYTES);
     memcpy(x->tr, sk + 2 * MLDSA_SEED_BYTES, MLDSA_CRH_BYTES);
     MLDSA_DECLASSIFY(x->rho, MLDSA_SEED_BYTES); /* rho is part of pk */
+    uint16_t nonce[MLDSA_K_MAX * MLDSA_L_MAX];
+
     for (unsigned r = 0; r < p->k; r++) {
         for (unsigned s = 0; s < p->l; s++) {
-            mldsa_sample_a(&x->polys[r * p->l + s], x->rho, r, s);
+            nonce[r * p->l + s] = (uint16_t)(s | r << 8);
         }
     }
+    mldsa_sample_a_n(x->polys, x->rho, nonce, p->k * p->l);
 
     mldsa_poly *s1 = &x->polys[mldsa_xsk_s1_at(p)];
     for (unsigned r = 0; r < p->l; r++) {

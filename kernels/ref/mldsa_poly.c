@@ -1,8 +1,11 @@
 /*
  * Arithmetic mod q, the NTT and the rounding functions of ML-DSA (FIPS 204,
  * sections 7.4 and 7.5). Every function here is constant time: the only
- * branches are on loop counters and on the (public) parameter set.
+ * branches are on loop counters and on the (public) parameter set. A
+ * backend may serve the NTTs and pointwise products (kernels/dispatch.h);
+ * the loops here are the reference it must match integer for integer.
  */
+#include "../dispatch.h"
 #include "mldsa_internal.h"
 
 _Static_assert(256LL * (MLDSA_Q - 1) < (1LL << 31),
@@ -106,9 +109,14 @@ static int32_t mldsa_mont_mul(int32_t a, int32_t b)
 
 void mldsa_ntt(mldsa_poly *p)
 {
+    const pqc_impl *impl = pqc_impl_active();
     unsigned m = 0;
 
     MLDSA_ASSERT_BOUND(p, 1 << 30);
+    if (impl != NULL && impl->mldsa_ntt != NULL &&
+        impl->mldsa_ntt(p) == PQC_IMPL_SERVED) {
+        return;
+    }
     for (unsigned len = MLDSA_N / 2; len > 0; len >>= 1) {
         for (unsigned start = 0; start < MLDSA_N; start += 2 * len) {
             int32_t zeta = mldsa_zetas[++m];
@@ -123,9 +131,14 @@ void mldsa_ntt(mldsa_poly *p)
 
 void mldsa_invntt_tomont(mldsa_poly *p)
 {
+    const pqc_impl *impl = pqc_impl_active();
     unsigned m = MLDSA_N;
 
     MLDSA_ASSERT_BOUND(p, MLDSA_Q);
+    if (impl != NULL && impl->mldsa_invntt != NULL &&
+        impl->mldsa_invntt(p) == PQC_IMPL_SERVED) {
+        return;
+    }
     for (unsigned len = 1; len < MLDSA_N; len <<= 1) {
         for (unsigned start = 0; start < MLDSA_N; start += 2 * len) {
             int32_t zeta = -mldsa_zetas[--m];
@@ -147,6 +160,12 @@ void mldsa_invntt_tomont(mldsa_poly *p)
 void mldsa_poly_pointwise(mldsa_poly *out, const mldsa_poly *a,
                           const mldsa_poly *b)
 {
+    const pqc_impl *impl = pqc_impl_active();
+
+    if (impl != NULL && impl->mldsa_pointwise != NULL &&
+        impl->mldsa_pointwise(out, a, b, 0) == PQC_IMPL_SERVED) {
+        return;
+    }
     for (size_t i = 0; i < MLDSA_N; i++) {
         out->c[i] = mldsa_mont_mul(a->c[i], b->c[i]);
     }
@@ -155,6 +174,12 @@ void mldsa_poly_pointwise(mldsa_poly *out, const mldsa_poly *a,
 void mldsa_poly_pointwise_acc(mldsa_poly *acc, const mldsa_poly *a,
                               const mldsa_poly *b)
 {
+    const pqc_impl *impl = pqc_impl_active();
+
+    if (impl != NULL && impl->mldsa_pointwise != NULL &&
+        impl->mldsa_pointwise(acc, a, b, 1) == PQC_IMPL_SERVED) {
+        return;
+    }
     for (size_t i = 0; i < MLDSA_N; i++) {
         acc->c[i] += mldsa_mont_mul(a->c[i], b->c[i]);
     }
@@ -207,8 +232,14 @@ void mldsa_decompose(const mldsa_params *p, int32_t *r1, int32_t *r0, int32_t r)
 void mldsa_poly_highbits(const mldsa_params *p, mldsa_poly *r1,
                          const mldsa_poly *a)
 {
+    const pqc_impl *impl = pqc_impl_active();
     int32_t lo;
 
+    if (impl != NULL && impl->mldsa_decompose != NULL &&
+        impl->mldsa_decompose(p->gamma2, r1->c, NULL, a->c) ==
+            PQC_IMPL_SERVED) {
+        return;
+    }
     for (size_t i = 0; i < MLDSA_N; i++) {
         mldsa_decompose(p, &r1->c[i], &lo, a->c[i]);
     }
@@ -217,19 +248,34 @@ void mldsa_poly_highbits(const mldsa_params *p, mldsa_poly *r1,
 unsigned mldsa_poly_make_hint(const mldsa_params *p, mldsa_poly *h,
                               const mldsa_poly *r, const mldsa_poly *rz)
 {
+    mldsa_poly a1, b1;
     unsigned ones = 0;
-    int32_t a1, b1, lo;
 
+    mldsa_poly_highbits(p, &a1, r);
+    mldsa_poly_highbits(p, &b1, rz);
     for (size_t i = 0; i < MLDSA_N; i++) {
-        mldsa_decompose(p, &a1, &lo, r->c[i]);
-        mldsa_decompose(p, &b1, &lo, rz->c[i]);
-
         /* (x | -x) has its top bit set exactly when x != 0. */
-        uint32_t diff = (uint32_t)(a1 ^ b1);
+        uint32_t diff = (uint32_t)(a1.c[i] ^ b1.c[i]);
         h->c[i] = (int32_t)((diff | (0u - diff)) >> 31);
         ones += (unsigned)h->c[i];
     }
     return ones;
+}
+
+void mldsa_poly_lowbits(const mldsa_params *p, mldsa_poly *r0,
+                        const mldsa_poly *a)
+{
+    const pqc_impl *impl = pqc_impl_active();
+    int32_t hi;
+
+    if (impl != NULL && impl->mldsa_decompose != NULL &&
+        impl->mldsa_decompose(p->gamma2, NULL, r0->c, a->c) ==
+            PQC_IMPL_SERVED) {
+        return;
+    }
+    for (size_t i = 0; i < MLDSA_N; i++) {
+        mldsa_decompose(p, &hi, &r0->c[i], a->c[i]);
+    }
 }
 
 void mldsa_poly_use_hint(const mldsa_params *p, mldsa_poly *r1,

@@ -10,6 +10,7 @@
  */
 #include <string.h>
 
+#include "../dispatch.h"
 #include "mldsa_internal.h"
 
 void mldsa_sample_a(mldsa_poly *a, const uint8_t rho[MLDSA_SEED_BYTES],
@@ -102,6 +103,111 @@ void mldsa_sample_mask(const mldsa_params *p, mldsa_poly *y,
     mldsa_wipe(packed, sizeof packed);
 }
 
+/* How many of the count - done polynomials left go in the next group. */
+static unsigned mldsa_group(unsigned done, unsigned count)
+{
+    return count - done < PQC_IMPL_WAYS ? count - done : PQC_IMPL_WAYS;
+}
+
+void mldsa_sample_a_n(mldsa_poly *a, const uint8_t rho[MLDSA_SEED_BYTES],
+                      const uint16_t *nonce, unsigned count)
+{
+    const pqc_impl *impl = pqc_impl_active();
+
+    for (unsigned done = 0; done < count; done += PQC_IMPL_WAYS) {
+        unsigned ways = mldsa_group(done, count);
+
+        if (impl != NULL && impl->mldsa_sample_a_x4 != NULL &&
+            impl->mldsa_sample_a_x4(&a[done], rho, &nonce[done], ways) ==
+                PQC_IMPL_SERVED) {
+            continue;
+        }
+        for (unsigned j = 0; j < ways; j++) {
+            uint16_t n = nonce[done + j];
+
+            mldsa_sample_a(&a[done + j], rho, n >> 8, n & 255);
+        }
+    }
+}
+
+void mldsa_sample_eta_n(const mldsa_params *p, mldsa_poly *a,
+                        const uint8_t rho[MLDSA_CRH_BYTES], uint16_t nonce,
+                        unsigned count)
+{
+    const pqc_impl *impl = pqc_impl_active();
+
+    for (unsigned done = 0; done < count; done += PQC_IMPL_WAYS) {
+        unsigned ways = mldsa_group(done, count);
+        uint16_t n[PQC_IMPL_WAYS];
+
+        for (unsigned j = 0; j < PQC_IMPL_WAYS; j++) {
+            n[j] = (uint16_t)(nonce + done + j);
+        }
+        if (impl != NULL && impl->mldsa_sample_eta_x4 != NULL &&
+            impl->mldsa_sample_eta_x4(&a[done], p->eta, rho, n, ways) ==
+                PQC_IMPL_SERVED) {
+            continue;
+        }
+        for (unsigned j = 0; j < ways; j++) {
+            mldsa_sample_eta(p, &a[done + j], rho, n[j]);
+        }
+    }
+}
+
+/* Up to four ExpandMask polynomials through the 4-way SHAKE256; 0 if the
+ * table declined. Ways past count repeat the first seed and are ignored. */
+static int mldsa_sample_mask_x4(const pqc_impl *impl, const mldsa_params *p,
+                                mldsa_poly *y,
+                                const uint8_t rho[MLDSA_CRH_BYTES],
+                                uint16_t nonce, unsigned count)
+{
+    uint8_t seed[PQC_IMPL_WAYS][MLDSA_CRH_BYTES + 2];
+    uint8_t packed[PQC_IMPL_WAYS][MLDSA_POLY_BYTES(20)];
+    const uint8_t *in[PQC_IMPL_WAYS];
+    uint8_t *out[PQC_IMPL_WAYS];
+    int served;
+
+    for (unsigned j = 0; j < PQC_IMPL_WAYS; j++) {
+        uint16_t n = (uint16_t)(nonce + (j < count ? j : 0));
+
+        memcpy(seed[j], rho, MLDSA_CRH_BYTES);
+        seed[j][MLDSA_CRH_BYTES] = (uint8_t)n;
+        seed[j][MLDSA_CRH_BYTES + 1] = (uint8_t)(n >> 8);
+        in[j] = seed[j];
+        out[j] = packed[j];
+    }
+    served =
+        impl->shake_x4(KECCAK_SHAKE256_RATE, out, MLDSA_POLY_BYTES(p->z_bits),
+                       in, sizeof seed[0]) == PQC_IMPL_SERVED;
+    for (unsigned j = 0; served && j < count; j++) {
+        mldsa_unpack_z(p, &y[j], packed[j]);
+    }
+
+    mldsa_wipe(seed, sizeof seed);
+    mldsa_wipe(packed, sizeof packed);
+    return served;
+}
+
+void mldsa_sample_mask_n(const mldsa_params *p, mldsa_poly *y,
+                         const uint8_t rho[MLDSA_CRH_BYTES], uint16_t nonce,
+                         unsigned count)
+{
+    const pqc_impl *impl = pqc_impl_active();
+
+    for (unsigned done = 0; done < count; done += PQC_IMPL_WAYS) {
+        unsigned ways = mldsa_group(done, count);
+        uint16_t first = (uint16_t)(nonce + done);
+
+        if (impl != NULL && impl->shake_x4 != NULL &&
+            mldsa_sample_mask_x4(impl, p, &y[done], rho, first, ways)) {
+            continue;
+        }
+        for (unsigned j = 0; j < ways; j++) {
+            mldsa_sample_mask(p, &y[done + j], rho, (uint16_t)(first + j));
+        }
+    }
+}
+
 /* All ones when a == b, else 0; a, b < 2^31. */
 static int32_t mldsa_eq_mask(uint32_t a, uint32_t b)
 {
@@ -112,7 +218,13 @@ static int32_t mldsa_eq_mask(uint32_t a, uint32_t b)
  * by touching every position up to i. c[i] is still 0 on entry. */
 static void mldsa_ball_swap(mldsa_poly *c, unsigned i, unsigned j, int32_t sign)
 {
+    const pqc_impl *impl = pqc_impl_active();
     int32_t moved = 0;
+
+    if (impl != NULL && impl->mldsa_ball_swap != NULL &&
+        impl->mldsa_ball_swap(c, i, j, sign) == PQC_IMPL_SERVED) {
+        return;
+    }
 
     for (unsigned m = 0; m <= i; m++) {
         moved |= c->c[m] & mldsa_eq_mask(m, j);

@@ -48,8 +48,8 @@ static void mldsa_times_c(mldsa_poly *out, const mldsa_poly *c_hat,
 static void mldsa_commit(const mldsa_params *p, const mldsa_xsk *x,
                          mldsa_sign_work *s, unsigned kappa)
 {
+    mldsa_sample_mask_n(p, s->y, s->rho2, (uint16_t)kappa, p->l);
     for (unsigned r = 0; r < p->l; r++) {
-        mldsa_sample_mask(p, &s->y[r], s->rho2, (uint16_t)(kappa + r));
         s->y_hat[r] = s->y[r];
         mldsa_ntt(&s->y_hat[r]);
     }
@@ -111,15 +111,12 @@ static uint32_t mldsa_subtract_cs2(const mldsa_params *p, const mldsa_xsk *x,
 {
     const mldsa_poly *s2_hat = &x->polys[mldsa_xsk_s2_at(p)];
     uint32_t reject = 0;
-    int32_t hi;
 
     for (unsigned i = 0; i < p->k; i++) {
         mldsa_times_c(&s->tmp, &s->c_hat, &s2_hat[i]);
         mldsa_poly_sub(&s->w[i], &s->w[i], &s->tmp);
         mldsa_poly_freeze(&s->w[i]);
-        for (size_t n = 0; n < MLDSA_N; n++) {
-            mldsa_decompose(p, &hi, &s->tmp.c[n], s->w[i].c[n]);
-        }
+        mldsa_poly_lowbits(p, &s->tmp, &s->w[i]);
         reject |= mldsa_poly_exceeds(&s->tmp, p->gamma2 - (int32_t)p->beta);
     }
     return reject;

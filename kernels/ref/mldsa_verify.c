@@ -10,6 +10,7 @@
 /* The decoded signature and the work space of one verification. */
 typedef struct {
     mldsa_poly z_hat[MLDSA_L_MAX]; /* z, then NTT(z) */
+    mldsa_poly a_row[MLDSA_L_MAX]; /* one row of A-hat */
     mldsa_poly h[MLDSA_K_MAX];
     mldsa_poly c_hat;
     mldsa_poly w;
@@ -41,10 +42,16 @@ static int mldsa_decode_sig(const mldsa_params *p, mldsa_verify_work *v,
 static void mldsa_w_approx_row(const mldsa_params *p, mldsa_verify_work *v,
                                const uint8_t *pk, unsigned i)
 {
+    uint16_t nonce[MLDSA_L_MAX];
+
+    for (unsigned j = 0; j < p->l; j++) {
+        nonce[j] = (uint16_t)(j | i << 8);
+    }
+    mldsa_sample_a_n(v->a_row, pk, nonce, p->l);
+
     memset(&v->w, 0, sizeof v->w);
     for (unsigned j = 0; j < p->l; j++) {
-        mldsa_sample_a(&v->tmp, pk, i, j);
-        mldsa_poly_pointwise_acc(&v->w, &v->tmp, &v->z_hat[j]);
+        mldsa_poly_pointwise_acc(&v->w, &v->a_row[j], &v->z_hat[j]);
     }
 
     mldsa_unpack_t1(&v->tmp, pk + MLDSA_SEED_BYTES +

@@ -6,6 +6,7 @@
 
 #include <string.h>
 
+#include "../dispatch.h"
 #include "fips202.h"
 #include "mlkem_poly.h"
 #include "pqc_status.h"
@@ -90,21 +91,31 @@ static size_t dk_z_offset(const mlkem_params *ps)
 
 /* out[i] = sum_j A-hat[i][j] x v[j] in the NTT domain, where A-hat[i][j] =
  * SampleNTT(rho || j || i) (Algorithm 13, step 6); with transposed set, the
- * product is with A-hat^T as in Algorithm 14, step 19. Each entry is
- * sampled when needed instead of holding the k x k matrix. */
+ * product is with A-hat^T as in Algorithm 14, step 19. Entries are sampled
+ * a group at a time (four sponges at once where the backend can) and used
+ * at once, instead of holding the k x k matrix. */
 static void matrix_mul_ntt(mlkem_poly *out, const uint8_t rho[32],
                            const mlkem_poly *v, unsigned k, int transposed)
 {
-    mlkem_poly entry;
+    mlkem_poly entries[PQC_IMPL_WAYS];
+    uint16_t nonce[PQC_IMPL_WAYS];
 
-    for (unsigned i = 0; i < k; i++) {
-        memset(&out[i], 0, sizeof(out[i]));
-        for (unsigned j = 0; j < k; j++) {
-            uint8_t row = (uint8_t)(transposed ? j : i);
-            uint8_t col = (uint8_t)(transposed ? i : j);
+    memset(out, 0, k * sizeof(out[0]));
+    for (unsigned at = 0; at < k * k; at += PQC_IMPL_WAYS) {
+        unsigned count =
+            k * k - at < PQC_IMPL_WAYS ? k * k - at : PQC_IMPL_WAYS;
 
-            mlkem_poly_sample_ntt(&entry, rho, col, row);
-            mlkem_poly_basemul_acc(&out[i], &entry, &v[j]);
+        for (unsigned e = 0; e < count; e++) {
+            unsigned i = (at + e) / k, j = (at + e) % k;
+            unsigned row = transposed ? j : i, col = transposed ? i : j;
+
+            nonce[e] = (uint16_t)(col | row << 8);
+        }
+        mlkem_poly_sample_ntt_n(entries, rho, nonce, count);
+        for (unsigned e = 0; e < count; e++) {
+            unsigned i = (at + e) / k, j = (at + e) % k;
+
+            mlkem_poly_basemul_acc(&out[i], &entries[e], &v[j]);
         }
     }
 }
@@ -127,11 +138,12 @@ static void kpke_keygen(const mlkem_params *ps, uint8_t *ek, uint8_t *dk_pke,
     struct {
         uint8_t g_in[MLKEM_SYM_BYTES + 1];
         uint8_t rho_sigma[2 * MLKEM_SYM_BYTES];
-        mlkem_poly s[MLKEM_K_MAX], e[MLKEM_K_MAX], t[MLKEM_K_MAX];
+        mlkem_poly s_e[2 * MLKEM_K_MAX], t[MLKEM_K_MAX];
     } w;
     const uint8_t *rho = w.rho_sigma;
     const uint8_t *sigma = w.rho_sigma + MLKEM_SYM_BYTES;
     unsigned k = ps->k;
+    mlkem_poly *s = w.s_e, *e = w.s_e + k;
 
     /* Step 1: G(d || k), the rank byte separating the parameter sets. */
     memcpy(w.g_in, d, MLKEM_SYM_BYTES);
@@ -139,20 +151,19 @@ static void kpke_keygen(const mlkem_params *ps, uint8_t *ek, uint8_t *dk_pke,
     sha3_512(w.rho_sigma, w.g_in, sizeof(w.g_in));
     MLKEM_DECLASSIFY(w.rho_sigma, MLKEM_SYM_BYTES); /* rho is part of ek */
 
-    /* Steps 8 to 15: s takes nonces 0..k-1, e takes k..2k-1. */
-    for (unsigned i = 0; i < k; i++) {
-        mlkem_poly_sample_cbd(&w.s[i], sigma, (uint8_t)i, ps->eta1);
-        mlkem_poly_sample_cbd(&w.e[i], sigma, (uint8_t)(k + i), ps->eta1);
-        mlkem_poly_ntt(&w.s[i]);
-        mlkem_poly_ntt(&w.e[i]);
+    /* Steps 8 to 15: s takes nonces 0..k-1, e takes k..2k-1, so the 2k
+     * polynomials are one run of nonces. */
+    mlkem_poly_sample_cbd_n(w.s_e, sigma, 0, 2 * k, ps->eta1);
+    for (unsigned i = 0; i < 2 * k; i++) {
+        mlkem_poly_ntt(&w.s_e[i]);
     }
 
     /* Steps 18 to 20: t-hat = A-hat s-hat + e-hat. */
-    matrix_mul_ntt(w.t, rho, w.s, k, 0);
+    matrix_mul_ntt(w.t, rho, s, k, 0);
     for (unsigned i = 0; i < k; i++) {
-        mlkem_poly_add(&w.t[i], &w.t[i], &w.e[i]);
+        mlkem_poly_add(&w.t[i], &w.t[i], &e[i]);
         mlkem_poly_encode12(ek + MLKEM_POLY_BYTES * i, &w.t[i]);
-        mlkem_poly_encode12(dk_pke + MLKEM_POLY_BYTES * i, &w.s[i]);
+        mlkem_poly_encode12(dk_pke + MLKEM_POLY_BYTES * i, &s[i]);
     }
     memcpy(ek + MLKEM_POLY_BYTES * k, rho, MLKEM_SYM_BYTES);
     MLKEM_DECLASSIFY(ek, ps->ek_bytes);
@@ -167,7 +178,8 @@ static void kpke_encrypt(const mlkem_params *ps, uint8_t *ct, const uint8_t *ek,
 {
     struct {
         mlkem_poly t[MLKEM_K_MAX], y[MLKEM_K_MAX], u[MLKEM_K_MAX];
-        mlkem_poly noise, v, mu;
+        mlkem_poly e[MLKEM_K_MAX + 1]; /* e1, then e2 */
+        mlkem_poly v, mu;
     } w;
     const uint8_t *rho = ek + MLKEM_POLY_BYTES * ps->k;
     unsigned k = ps->k;
@@ -178,9 +190,10 @@ static void kpke_encrypt(const mlkem_params *ps, uint8_t *ct, const uint8_t *ek,
     memset(&w, 0, sizeof(w));
 
     /* Steps 2 to 17: nonces 0..k-1 for y, k..2k-1 for e1, 2k for e2. */
+    mlkem_poly_sample_cbd_n(w.y, r, 0, k, ps->eta1);
+    mlkem_poly_sample_cbd_n(w.e, r, (uint8_t)k, k + 1, ps->eta2);
     for (unsigned i = 0; i < k; i++) {
         (void)mlkem_poly_decode12(&w.t[i], ek + MLKEM_POLY_BYTES * i);
-        mlkem_poly_sample_cbd(&w.y[i], r, (uint8_t)i, ps->eta1);
         mlkem_poly_ntt(&w.y[i]);
     }
 
@@ -188,16 +201,14 @@ static void kpke_encrypt(const mlkem_params *ps, uint8_t *ct, const uint8_t *ek,
     matrix_mul_ntt(w.u, rho, w.y, k, 1);
     for (unsigned i = 0; i < k; i++) {
         mlkem_poly_invntt(&w.u[i]);
-        mlkem_poly_sample_cbd(&w.noise, r, (uint8_t)(k + i), ps->eta2);
-        mlkem_poly_add(&w.u[i], &w.u[i], &w.noise);
+        mlkem_poly_add(&w.u[i], &w.u[i], &w.e[i]);
         mlkem_poly_compress_encode(ct + c1_poly_bytes * i, &w.u[i], ps->du);
     }
 
     /* Steps 20, 21 and 23: v = NTT^-1(t-hat^T y-hat) + e2 + mu, then c2. */
     inner_product_ntt(&w.v, w.t, w.y, k);
     mlkem_poly_invntt(&w.v);
-    mlkem_poly_sample_cbd(&w.noise, r, (uint8_t)(2 * k), ps->eta2);
-    mlkem_poly_add(&w.v, &w.v, &w.noise);
+    mlkem_poly_add(&w.v, &w.v, &w.e[k]);
     mlkem_poly_decode_decompress(&w.mu, m, 1);
     mlkem_poly_add(&w.v, &w.v, &w.mu);
     mlkem_poly_compress_encode(ct + c1_poly_bytes * k, &w.v, ps->dv);

@@ -6,7 +6,11 @@
  * there; products in the NTT domain are then 128 small products modulo
  * those quadratics. Twiddle factors are kept in plain (not Montgomery) form
  * so that the tables read exactly as in FIPS 203, Appendix A.
+ *
+ * A backend may serve either transform (kernels/dispatch.h); the loops
+ * below are the reference it must match.
  */
+#include "../dispatch.h"
 #include "mlkem_poly.h"
 
 /* mlkem_zetas[i] = 17^BitRev7(i) mod 3329 (FIPS 203, Appendix A). */
@@ -44,9 +48,14 @@ const uint16_t mlkem_gammas[128] = {
  * block length halving from 128 to 2, twiddles taken in table order. */
 void mlkem_poly_ntt(mlkem_poly *p)
 {
+    const pqc_impl *impl = pqc_impl_active();
     unsigned next = 1;
 
     MLKEM_ASSERT_CANONICAL(p);
+    if (impl != NULL && impl->mlkem_ntt != NULL &&
+        impl->mlkem_ntt(p) == PQC_IMPL_SERVED) {
+        return;
+    }
     for (unsigned len = 128; len >= 2; len /= 2) {
         for (unsigned start = 0; start < MLKEM_N; start += 2 * len) {
             uint16_t zeta = mlkem_zetas[next++];
@@ -65,9 +74,14 @@ void mlkem_poly_ntt(mlkem_poly *p)
  * the end by one multiplication by 128^-1. */
 void mlkem_poly_invntt(mlkem_poly *p)
 {
+    const pqc_impl *impl = pqc_impl_active();
     unsigned next = 127;
 
     MLKEM_ASSERT_CANONICAL(p);
+    if (impl != NULL && impl->mlkem_invntt != NULL &&
+        impl->mlkem_invntt(p) == PQC_IMPL_SERVED) {
+        return;
+    }
     for (unsigned len = 2; len <= 128; len *= 2) {
         for (unsigned start = 0; start < MLKEM_N; start += 2 * len) {
             uint16_t zeta = mlkem_zetas[next--];
@@ -91,9 +105,15 @@ void mlkem_poly_invntt(mlkem_poly *p)
 void mlkem_poly_basemul_acc(mlkem_poly *acc, const mlkem_poly *a,
                             const mlkem_poly *b)
 {
+    const pqc_impl *impl = pqc_impl_active();
+
     MLKEM_ASSERT_CANONICAL(acc);
     MLKEM_ASSERT_CANONICAL(a);
     MLKEM_ASSERT_CANONICAL(b);
+    if (impl != NULL && impl->mlkem_basemul_acc != NULL &&
+        impl->mlkem_basemul_acc(acc, a, b) == PQC_IMPL_SERVED) {
+        return;
+    }
     for (unsigned i = 0; i < MLKEM_N / 2; i++) {
         uint32_t a0 = a->c[2 * i], a1 = a->c[2 * i + 1];
         uint32_t b0 = b->c[2 * i], b1 = b->c[2 * i + 1];

@@ -4,6 +4,7 @@
  */
 #include <string.h>
 
+#include "../dispatch.h"
 #include "fips202.h"
 #include "mlkem_poly.h"
 
@@ -64,18 +65,15 @@ static unsigned bit_at(const uint8_t *buf, unsigned j)
 /* FIPS 203, Algorithm 8, read literally: coefficient i is the number of ones
  * among bits [2 eta i, 2 eta i + eta) minus that among the next eta bits.
  * The bit positions depend only on i and eta, never on the bits, so the
- * count is constant time. */
-void mlkem_poly_sample_cbd(mlkem_poly *p, const uint8_t sigma[32],
-                           uint8_t nonce, unsigned eta)
+ * count is constant time. bits: 64 eta bytes of PRF output. */
+static void cbd_from_bits(mlkem_poly *p, const uint8_t *bits, unsigned eta)
 {
-    uint8_t prf_in[MLKEM_SYM_BYTES + 1];
-    uint8_t bits[64 * 3];
+    const pqc_impl *impl = pqc_impl_active();
 
-    assert(eta == 2 || eta == 3);
-    memcpy(prf_in, sigma, MLKEM_SYM_BYTES);
-    prf_in[MLKEM_SYM_BYTES] = nonce;
-    shake256(bits, 64 * eta, prf_in, sizeof(prf_in));
-
+    if (impl != NULL && impl->mlkem_cbd != NULL &&
+        impl->mlkem_cbd(p, bits, eta) == PQC_IMPL_SERVED) {
+        return;
+    }
     for (unsigned i = 0; i < MLKEM_N; i++) {
         unsigned first = 2 * eta * i;
         uint16_t x = 0, y = 0;
@@ -86,9 +84,95 @@ void mlkem_poly_sample_cbd(mlkem_poly *p, const uint8_t sigma[32],
         }
         p->c[i] = mlkem_sub_q(x, y);
     }
+}
+
+void mlkem_poly_sample_cbd(mlkem_poly *p, const uint8_t sigma[32],
+                           uint8_t nonce, unsigned eta)
+{
+    uint8_t prf_in[MLKEM_SYM_BYTES + 1];
+    uint8_t bits[64 * 3];
+
+    assert(eta == 2 || eta == 3);
+    memcpy(prf_in, sigma, MLKEM_SYM_BYTES);
+    prf_in[MLKEM_SYM_BYTES] = nonce;
+    shake256(bits, 64 * eta, prf_in, sizeof(prf_in));
+    cbd_from_bits(p, bits, eta);
 
     mlkem_wipe(prf_in, sizeof(prf_in));
     mlkem_wipe(bits, sizeof(bits));
+}
+
+/* Up to four PRFs through the table's 4-way SHAKE256; 0 if it declined.
+ * Ways past count repeat the first input and are ignored. */
+static int sample_cbd_x4(const pqc_impl *impl, mlkem_poly *p,
+                         const uint8_t sigma[32], uint8_t nonce, unsigned count,
+                         unsigned eta)
+{
+    uint8_t prf_in[PQC_IMPL_WAYS][MLKEM_SYM_BYTES + 1];
+    uint8_t bits[PQC_IMPL_WAYS][64 * 3];
+    const uint8_t *in[PQC_IMPL_WAYS];
+    uint8_t *out[PQC_IMPL_WAYS];
+    int served;
+
+    for (unsigned j = 0; j < PQC_IMPL_WAYS; j++) {
+        memcpy(prf_in[j], sigma, MLKEM_SYM_BYTES);
+        prf_in[j][MLKEM_SYM_BYTES] = (uint8_t)(nonce + (j < count ? j : 0));
+        in[j] = prf_in[j];
+        out[j] = bits[j];
+    }
+    served = impl->shake_x4(KECCAK_SHAKE256_RATE, out, 64 * eta, in,
+                            sizeof(prf_in[0])) == PQC_IMPL_SERVED;
+    for (unsigned j = 0; served && j < count; j++) {
+        cbd_from_bits(&p[j], bits[j], eta);
+    }
+
+    mlkem_wipe(prf_in, sizeof(prf_in));
+    mlkem_wipe(bits, sizeof(bits));
+    return served;
+}
+
+void mlkem_poly_sample_cbd_n(mlkem_poly *p, const uint8_t sigma[32],
+                             uint8_t nonce, unsigned count, unsigned eta)
+{
+    const pqc_impl *impl = pqc_impl_active();
+
+    for (unsigned done = 0; done < count; done += PQC_IMPL_WAYS) {
+        unsigned ways =
+            count - done < PQC_IMPL_WAYS ? count - done : PQC_IMPL_WAYS;
+        uint8_t first = (uint8_t)(nonce + done);
+
+        if (impl != NULL && impl->shake_x4 != NULL &&
+            sample_cbd_x4(impl, &p[done], sigma, first, ways, eta)) {
+            continue;
+        }
+        for (unsigned j = 0; j < ways; j++) {
+            mlkem_poly_sample_cbd(&p[done + j], sigma, (uint8_t)(first + j),
+                                  eta);
+        }
+    }
+}
+
+void mlkem_poly_sample_ntt_n(mlkem_poly *p, const uint8_t rho[32],
+                             const uint16_t *nonce, unsigned count)
+{
+    const pqc_impl *impl = pqc_impl_active();
+
+    for (unsigned done = 0; done < count; done += PQC_IMPL_WAYS) {
+        unsigned ways =
+            count - done < PQC_IMPL_WAYS ? count - done : PQC_IMPL_WAYS;
+
+        if (impl != NULL && impl->mlkem_sample_ntt_x4 != NULL &&
+            impl->mlkem_sample_ntt_x4(&p[done], rho, &nonce[done], ways) ==
+                PQC_IMPL_SERVED) {
+            continue;
+        }
+        for (unsigned j = 0; j < ways; j++) {
+            uint16_t n = nonce[done + j];
+
+            mlkem_poly_sample_ntt(&p[done + j], rho, (uint8_t)n,
+                                  (uint8_t)(n >> 8));
+        }
+    }
 }
 
 /* ByteEncode_d (FIPS 203, Algorithm 5): bit j of value i is bit d i + j of
@@ -160,7 +244,13 @@ void mlkem_poly_decode_decompress(mlkem_poly *p, const uint8_t *in, unsigned d)
 
 void mlkem_poly_encode12(uint8_t *out, const mlkem_poly *p)
 {
+    const pqc_impl *impl = pqc_impl_active();
+
     MLKEM_ASSERT_CANONICAL(p);
+    if (impl != NULL && impl->mlkem_encode12 != NULL &&
+        impl->mlkem_encode12(out, p) == PQC_IMPL_SERVED) {
+        return;
+    }
     pack_bits(out, p->c, 12);
 }
 
@@ -168,7 +258,13 @@ void mlkem_poly_encode12(uint8_t *out, const mlkem_poly *p)
  * the out-of-range flags are OR-ed together rather than tested one by one. */
 uint32_t mlkem_poly_decode12(mlkem_poly *p, const uint8_t *in)
 {
+    const pqc_impl *impl = pqc_impl_active();
     uint32_t out_of_range = 0;
+
+    if (impl != NULL && impl->mlkem_decode12 != NULL &&
+        impl->mlkem_decode12(p, in, &out_of_range) == PQC_IMPL_SERVED) {
+        return out_of_range;
+    }
 
     unpack_bits(p->c, in, 12);
     for (unsigned i = 0; i < MLKEM_N; i++) {
@@ -180,6 +276,12 @@ uint32_t mlkem_poly_decode12(mlkem_poly *p, const uint8_t *in)
 
 void mlkem_wipe(void *p, size_t len)
 {
+    const pqc_impl *impl = pqc_impl_active();
+
+    if (impl != NULL && impl->wipe != NULL) {
+        impl->wipe(p, len);
+        return;
+    }
     volatile uint8_t *bytes = (volatile uint8_t *)p;
 
     for (size_t i = 0; i < len; i++) {

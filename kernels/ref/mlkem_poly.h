@@ -140,6 +140,17 @@ void mlkem_poly_sample_ntt(mlkem_poly *p, const uint8_t rho[32], uint8_t x,
 void mlkem_poly_sample_cbd(mlkem_poly *p, const uint8_t sigma[32],
                            uint8_t nonce, unsigned eta);
 
+/* The same samplers for `count` polynomials p[0..count), through the
+ * dispatch table (kernels/dispatch.h), four at a time where a backend has
+ * a 4-way sponge; byte-identical to calling the ones above in a loop.
+ * sample_ntt_n: p[i] = SampleNTT(rho || nonce[i] as two bytes,
+ * little-endian), i.e. x = nonce[i] & 255 and y = nonce[i] >> 8.
+ * sample_cbd_n: p[i] from PRF_eta(sigma, nonce + i). */
+void mlkem_poly_sample_ntt_n(mlkem_poly *p, const uint8_t rho[32],
+                             const uint16_t *nonce, unsigned count);
+void mlkem_poly_sample_cbd_n(mlkem_poly *p, const uint8_t sigma[32],
+                             uint8_t nonce, unsigned count, unsigned eta);
+
 /* out = ByteEncode_d(Compress_d(p)), 32 d bytes, 1 <= d <= 11 (FIPS 203,
  * Algorithm 5 and section 4.2.1). In: canonical. */
 void mlkem_poly_compress_encode(uint8_t *out, const mlkem_poly *p, unsigned d);
