@@ -210,10 +210,9 @@ class DeviceBackend(Backend):
             return
         seeds = b"".join(lanes[i].seed for i in good)
         res, status = self._launch("MLKEM_KEYGEN", param, len(good), {"seed": seeds})
-        for j, i in enumerate(good):
-            out[i] = self._lane(status[j]) or KemKeyPair(
-                res["ek"][j].tobytes(), bytes(lanes[i].seed), res["dk"][j].tobytes()
-            )
+        eks, dks = _records(res["ek"]), _records(res["dk"])
+        for j, (i, code) in enumerate(zip(good, status.tolist(), strict=True)):
+            out[i] = self._lane(code) or KemKeyPair(eks[j], lanes[i].seed, dks[j])
         assert spec.ek_bytes == res["ek"].shape[1]
 
     def _kem_encaps(self, param: str, lanes: Sequence[tuple], out: list) -> None:
@@ -231,10 +230,9 @@ class DeviceBackend(Backend):
         eks = b"".join(lanes[i].ek for i in good)
         inputs = {"ek": eks, "m": coins}
         res, status = self._launch("MLKEM_ENCAPS", param, len(good), inputs)
-        for j, i in enumerate(good):
-            out[i] = self._lane(status[j]) or KemEncapsOut(
-                res["ct"][j].tobytes(), res["ss"][j].tobytes()
-            )
+        cts, sss = _records(res["ct"]), _records(res["ss"])
+        for j, (i, code) in enumerate(zip(good, status.tolist(), strict=True)):
+            out[i] = self._lane(code) or KemEncapsOut(cts[j], sss[j])
 
     def _kem_decaps(self, param: str, lanes: Sequence[tuple], out: list) -> None:
         spec = P.kem_params(param)
@@ -264,8 +262,9 @@ class DeviceBackend(Backend):
                 key_name: b"".join(lanes[i].dk for i in group),
             }
             res, status = self._launch(kernel, param, len(group), inputs)
-            for j, i in enumerate(group):
-                out[i] = self._lane(status[j]) or res["ss"][j].tobytes()
+            sss = _records(res["ss"])
+            for j, (i, code) in enumerate(zip(group, status.tolist(), strict=True)):
+                out[i] = self._lane(code) or sss[j]
 
     def _sig_keygen(self, param: str, lanes: Sequence[tuple], out: list) -> None:
         good = _accept(
@@ -275,10 +274,9 @@ class DeviceBackend(Backend):
             return
         seeds = b"".join(lanes[i].seed for i in good)
         res, status = self._launch("MLDSA_KEYGEN", param, len(good), {"xi": seeds})
-        for j, i in enumerate(good):
-            out[i] = self._lane(status[j]) or SigKeyPair(
-                res["pk"][j].tobytes(), bytes(lanes[i].seed), res["sk"][j].tobytes()
-            )
+        pks, sks = _records(res["pk"]), _records(res["sk"])
+        for j, (i, code) in enumerate(zip(good, status.tolist(), strict=True)):
+            out[i] = self._lane(code) or SigKeyPair(pks[j], lanes[i].seed, sks[j])
 
     def _sig_sign(self, param: str, lanes: Sequence[tuple], out: list) -> None:
         with self._lock:
@@ -311,8 +309,9 @@ class DeviceBackend(Backend):
             "rnd": b"".join(_or_random(lanes[i].rnd, 32) for i in good),
         }
         res, status = self._launch("MLDSA_SIGN_MU", param, len(good), inputs)
-        for j, i in enumerate(good):
-            out[i] = self._lane(status[j]) or res["sig"][j].tobytes()
+        sigs = _records(res["sig"])
+        for j, (i, code) in enumerate(zip(good, status.tolist(), strict=True)):
+            out[i] = self._lane(code) or sigs[j]
 
     def _sig_verify(self, param: str, lanes: Sequence[tuple], out: list) -> None:
         spec = P.sig_params(param)
@@ -338,15 +337,13 @@ class DeviceBackend(Backend):
         }
         _, status = self._launch("MLDSA_VERIFY_MU", param, len(good), inputs)
         invalid = self._rt.lib.PQC_ERR_INVALID_SIGNATURE
-        for j, i in enumerate(good):
-            code = int(status[j])
+        for i, code in zip(good, status.tolist(), strict=True):
             out[i] = (
                 True if code == 0 else False if code == invalid else self._lane(code)
             )
 
-    def _lane(self, status: int) -> InvalidInput | None:
+    def _lane(self, code: int) -> InvalidInput | None:
         """None for success; the lane's refusal; or raise for a device fault."""
-        code = int(status)
         if code == 0:
             return None
         if code in self._lane_statuses:
@@ -354,6 +351,13 @@ class DeviceBackend(Backend):
                 f"The device refused the input: {self._rt.status_message(code)}"
             )
         raise self._rt.DeviceError(code, "A lane of the batch")
+
+
+def _records(array: np.ndarray) -> list[bytes]:
+    """The rows of an (n, size) output as bytes: one copy out, then slices."""
+    size = array.shape[1]
+    whole = array.tobytes()
+    return [whole[k : k + size] for k in range(0, len(whole), size)]
 
 
 def _accept(lanes: Sequence[tuple], out: list, check) -> list[int]:
