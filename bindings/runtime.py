@@ -18,6 +18,9 @@ outlive them: a ``Stream`` keeps a reference to every array it was handed
 until it has seen the stream idle. A stream that times out keeps its arrays
 while its work finishes in the background; the pool takes it back once it
 is idle, and ``Device.close`` waits for all work before releasing anything.
+A pooled stream keeps its device buffers from one batch to the next, so a
+batch allocates nothing on the device once sizes have settled; the runtime
+zeroes them when they are outgrown and at ``Device.close``.
 """
 
 from __future__ import annotations
@@ -307,31 +310,41 @@ class Stream:
         self._device = device
         self._handle = handle
         self._holds: list[object] = []
+        self._scratch: list[Buffer] = []
+
+    # The public methods enter the device once each; Device.run, already
+    # inside, calls the underscored ones with the handle it holds.
 
     def copy_from_host(self, buffer: Buffer, data: object, offset: int = 0) -> None:
         """Queue a copy of ``data`` (bytes or numpy) into ``buffer``."""
         source = _readable(data)
-        view = ffi.from_buffer("uint8_t[]", source)
         with self._device._use() as dev:
-            _check(
-                lib.pqc_dev_memcpy_h2d(
-                    dev, self._handle, buffer.handle(), offset, view, len(view)
-                ),
-                "Queueing a copy to the device",
-            )
+            self._copy_in(dev, buffer, source, offset)
+
+    def _copy_in(self, dev: Any, buffer: Buffer, source: Any, offset: int) -> None:
+        view = ffi.from_buffer("uint8_t[]", source)
+        _check(
+            lib.pqc_dev_memcpy_h2d(
+                dev, self._handle, buffer.handle(), offset, view, len(view)
+            ),
+            "Queueing a copy to the device",
+        )
         self._holds.append((source, view))
 
     def copy_to_host(self, out: object, buffer: Buffer, offset: int = 0) -> None:
         """Queue a copy from ``buffer`` filling all of ``out``."""
         target = _writable(out)
-        view = ffi.from_buffer("uint8_t[]", target, require_writable=True)
         with self._device._use() as dev:
-            _check(
-                lib.pqc_dev_memcpy_d2h(
-                    dev, self._handle, view, buffer.handle(), offset, len(view)
-                ),
-                "Queueing a copy from the device",
-            )
+            self._copy_out(dev, target, buffer, offset)
+
+    def _copy_out(self, dev: Any, target: Any, buffer: Buffer, offset: int) -> None:
+        view = ffi.from_buffer("uint8_t[]", target, require_writable=True)
+        _check(
+            lib.pqc_dev_memcpy_d2h(
+                dev, self._handle, view, buffer.handle(), offset, len(view)
+            ),
+            "Queueing a copy from the device",
+        )
         self._holds.append((target, view))
 
     def launch(
@@ -344,21 +357,30 @@ class Stream:
     ) -> None:
         """Queue ``kernel`` over ``n`` lanes (args in launch order)."""
         layout = kernel_layout(kernel, param)
-        handles = ffi.new("pqc_dev_buffer *[]", [b.handle() for b in args])
         with self._device._use() as dev:
-            _check(
-                lib.pqc_dev_launch(
-                    dev,
-                    self._handle,
-                    layout.kernel,
-                    layout.param,
-                    n,
-                    handles,
-                    len(args),
-                    status.handle(),
-                ),
-                f"Launching {layout.kernel.name}",
-            )
+            self._launch(dev, layout, n, args, status)
+
+    def _launch(
+        self,
+        dev: Any,
+        layout: KernelLayout,
+        n: int,
+        args: Sequence[Buffer],
+        status: Buffer,
+    ) -> None:
+        handles = ffi.new("pqc_dev_buffer *[]", [b.handle() for b in args])
+        rc = lib.pqc_dev_launch(
+            dev,
+            self._handle,
+            layout.kernel,
+            layout.param,
+            n,
+            handles,
+            len(args),
+            status.handle(),
+        )
+        if rc != lib.PQC_OK:
+            raise DeviceError(rc, f"Launching {layout.kernel.name}")
 
     def synchronize(self, timeout_ms: int | None = None) -> None:
         """Wait until the stream is idle; ``None`` waits without limit.
@@ -369,7 +391,10 @@ class Stream:
         """
         wait = _timeout(timeout_ms)
         with self._device._use() as dev:
-            status = lib.pqc_dev_stream_synchronize(dev, self._handle, wait)
+            self._synchronize(dev, wait)
+
+    def _synchronize(self, dev: Any, wait: int) -> None:
+        status = lib.pqc_dev_stream_synchronize(dev, self._handle, wait)
         self._release_holds(status)
         _check(status, "Synchronizing the stream")
 
@@ -387,6 +412,27 @@ class Stream:
         # Any other status means the stream was found idle (pqc_dev.h).
         if status not in _NOT_IDLE:
             self._holds.clear()
+
+    def _scratch_buffers(self, sizes: Sequence[int]) -> list[Buffer]:
+        """Device buffers of at least ``sizes`` bytes, kept for later batches.
+
+        ``Device.run`` reuses them on the stream it holds instead of
+        allocating and freeing every buffer of every batch; the stream's
+        order keeps one batch's commands off the next batch's bytes. They
+        grow to the largest batch seen. Between batches they still hold
+        the last batch's records, secrets included, as device memory does;
+        ``pqc_dev_free`` zeroes a buffer outgrown here, and
+        ``pqc_dev_close`` zeroes the rest.
+        """
+        scratch = self._scratch
+        for i, size in enumerate(sizes):
+            if i == len(scratch):
+                scratch.append(self._device.malloc(size))
+            elif scratch[i].size < size:
+                bigger = self._device.malloc(size)
+                scratch[i].free()
+                scratch[i] = bigger
+        return scratch[: len(sizes)]
 
     def _settled(self) -> bool:
         """Like ``query`` but swallowing errors: for the pool's bookkeeping."""
@@ -441,8 +487,9 @@ class _StreamPool:
                 self._cond.notify()
             raise
 
-    def release(self, stream: Stream) -> None:
-        settled = stream._settled()
+    def release(self, stream: Stream, idle: bool = False) -> None:
+        """Take ``stream`` back; ``idle`` when a synchronize just found it so."""
+        settled = idle or stream._settled()
         with self._cond:
             (self._idle if settled else self._draining).append(stream)
             self._cond.notify()
@@ -453,7 +500,10 @@ class _StreamPool:
         self._draining = still
 
     def clear(self) -> None:
+        """Forget every stream (after ``pqc_dev_close`` zeroed their buffers)."""
         with self._cond:
+            for stream in self._idle + self._draining:
+                stream._scratch.clear()
             self._idle.clear()
             self._draining.clear()
             self._made = 0
@@ -679,42 +729,38 @@ class Device:
         }
         status = np.empty(n, dtype=np.int32)
 
-        with self._use():
+        wait = _timeout(timeout_ms)
+        with self._use() as dev:
             stream = self._pool.acquire()
+            idle = False
             try:
-                self._queue_batch(stream, layout, n, host_in, outputs, status)
-                stream.synchronize(timeout_ms)
+                self._queue_batch(dev, stream, layout, host_in, outputs, status)
+                stream._synchronize(dev, wait)
+                idle = True
             finally:
-                self._pool.release(stream)
+                self._pool.release(stream, idle)
         return outputs, status
 
     def _queue_batch(
         self,
+        dev: Any,
         stream: Stream,
         layout: KernelLayout,
-        n: int,
         host_in: dict[str, object],
         outputs: dict[str, np.ndarray],
         status: np.ndarray,
     ) -> None:
-        buffers: list[Buffer] = []
-        try:
-            for name, size in layout.inputs:
-                buffers.append(self.malloc(n * size))
-                stream.copy_from_host(buffers[-1], host_in[name])
-            for _name, size in layout.outputs:
-                buffers.append(self.malloc(n * size))
-            buffers.append(self.malloc(4 * n))
-            stream.launch(layout.kernel, layout.param, n, buffers[:-1], buffers[-1])
+        n = len(status)
+        records = [size for _name, size in layout.inputs + layout.outputs]
+        buffers = stream._scratch_buffers([n * size for size in records] + [4 * n])
+        for (name, _size), buffer in zip(layout.inputs, buffers, strict=False):
+            stream._copy_in(dev, buffer, host_in[name], 0)
+        stream._launch(dev, layout, n, buffers[:-1], buffers[-1])
 
-            out_buffers = buffers[len(layout.inputs) : -1]
-            for array, buffer in zip(outputs.values(), out_buffers, strict=True):
-                stream.copy_to_host(array, buffer)
-            stream.copy_to_host(status, buffers[-1])
-        finally:
-            # The runtime keeps each buffer until the queued work is done.
-            for buffer in buffers:
-                buffer.free()
+        out_buffers = buffers[len(layout.inputs) : -1]
+        for array, buffer in zip(outputs.values(), out_buffers, strict=True):
+            stream._copy_out(dev, array, buffer, 0)
+        stream._copy_out(dev, status, buffers[-1], 0)
 
 
 def _need_length(what: str, value: object, expected: int) -> None:

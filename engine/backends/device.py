@@ -204,7 +204,10 @@ class DeviceBackend(Backend):
     def _kem_keygen(self, param: str, lanes: Sequence[tuple], out: list) -> None:
         spec = P.kem_params(param)
         good = _accept(
-            lanes, out, lambda lane: _bytes("The ML-KEM seed", lane.seed, 64)
+            lanes,
+            out,
+            lambda lane: _bytes("The ML-KEM seed", lane.seed, 64),
+            lambda lane: _is_bytes(lane.seed, 64),
         )
         if not good:
             return
@@ -212,7 +215,11 @@ class DeviceBackend(Backend):
         res, status = self._launch("MLKEM_KEYGEN", param, len(good), {"seed": seeds})
         eks, dks = _records(res["ek"]), _records(res["dk"])
         for j, (i, code) in enumerate(zip(good, status.tolist(), strict=True)):
-            out[i] = self._lane(code) or KemKeyPair(eks[j], lanes[i].seed, dks[j])
+            out[i] = (
+                KemKeyPair(eks[j], lanes[i].seed, dks[j])
+                if code == 0
+                else self._lane(code)
+            )
         assert spec.ek_bytes == res["ek"].shape[1]
 
     def _kem_encaps(self, param: str, lanes: Sequence[tuple], out: list) -> None:
@@ -223,16 +230,22 @@ class DeviceBackend(Backend):
             if lane.coins is not None:
                 _bytes("The encapsulation coins", lane.coins, P.KEM_COINS_BYTES)
 
-        good = _accept(lanes, out, check)
+        def quick(lane: tuple) -> bool:
+            coins = lane.coins
+            return _is_bytes(lane.ek, spec.ek_bytes) and (
+                coins is None or _is_bytes(coins, P.KEM_COINS_BYTES)
+            )
+
+        good = _accept(lanes, out, check, quick)
         if not good:
             return
-        coins = b"".join(_or_random(lanes[i].coins, 32) for i in good)
+        coins = _coins(lanes, good, "coins", P.KEM_COINS_BYTES)
         eks = b"".join(lanes[i].ek for i in good)
         inputs = {"ek": eks, "m": coins}
         res, status = self._launch("MLKEM_ENCAPS", param, len(good), inputs)
         cts, sss = _records(res["ct"]), _records(res["ss"])
         for j, (i, code) in enumerate(zip(good, status.tolist(), strict=True)):
-            out[i] = self._lane(code) or KemEncapsOut(cts[j], sss[j])
+            out[i] = KemEncapsOut(cts[j], sss[j]) if code == 0 else self._lane(code)
 
     def _kem_decaps(self, param: str, lanes: Sequence[tuple], out: list) -> None:
         spec = P.kem_params(param)
@@ -264,11 +277,14 @@ class DeviceBackend(Backend):
             res, status = self._launch(kernel, param, len(group), inputs)
             sss = _records(res["ss"])
             for j, (i, code) in enumerate(zip(group, status.tolist(), strict=True)):
-                out[i] = self._lane(code) or sss[j]
+                out[i] = sss[j] if code == 0 else self._lane(code)
 
     def _sig_keygen(self, param: str, lanes: Sequence[tuple], out: list) -> None:
         good = _accept(
-            lanes, out, lambda lane: _bytes("The ML-DSA seed", lane.seed, 32)
+            lanes,
+            out,
+            lambda lane: _bytes("The ML-DSA seed", lane.seed, 32),
+            lambda lane: _is_bytes(lane.seed, 32),
         )
         if not good:
             return
@@ -276,7 +292,11 @@ class DeviceBackend(Backend):
         res, status = self._launch("MLDSA_KEYGEN", param, len(good), {"xi": seeds})
         pks, sks = _records(res["pk"]), _records(res["sk"])
         for j, (i, code) in enumerate(zip(good, status.tolist(), strict=True)):
-            out[i] = self._lane(code) or SigKeyPair(pks[j], lanes[i].seed, sks[j])
+            out[i] = (
+                SigKeyPair(pks[j], lanes[i].seed, sks[j])
+                if code == 0
+                else self._lane(code)
+            )
 
     def _sig_sign(self, param: str, lanes: Sequence[tuple], out: list) -> None:
         with self._lock:
@@ -306,12 +326,12 @@ class DeviceBackend(Backend):
         inputs = {
             "slot": np.array([slots[lanes[i].slot].device_slot for i in good], "<u4"),
             "mu": b"".join(mus[i] for i in good),
-            "rnd": b"".join(_or_random(lanes[i].rnd, 32) for i in good),
+            "rnd": _coins(lanes, good, "rnd", P.SIG_RND_BYTES),
         }
         res, status = self._launch("MLDSA_SIGN_MU", param, len(good), inputs)
         sigs = _records(res["sig"])
         for j, (i, code) in enumerate(zip(good, status.tolist(), strict=True)):
-            out[i] = self._lane(code) or sigs[j]
+            out[i] = sigs[j] if code == 0 else self._lane(code)
 
     def _sig_verify(self, param: str, lanes: Sequence[tuple], out: list) -> None:
         spec = P.sig_params(param)
@@ -360,11 +380,18 @@ def _records(array: np.ndarray) -> list[bytes]:
     return [whole[k : k + size] for k in range(0, len(whole), size)]
 
 
-def _accept(lanes: Sequence[tuple], out: list, check) -> list[int]:
-    """Indices of lanes that pass ``check``; the others get their error."""
+def _accept(lanes: Sequence[tuple], out: list, check, quick=None) -> list[int]:
+    """Indices of lanes that pass ``check``; the others get their error.
+
+    ``quick``, when given, is a cheaper test that a well-formed lane passes;
+    only the lanes it rejects go through ``check`` for their error.
+    """
     good: list[int] = []
     for i, lane in enumerate(lanes):
         if out[i] is not None:  # already refused by run_batch
+            continue
+        if quick is not None and quick(lane):
+            good.append(i)
             continue
         try:
             check(lane)
@@ -379,8 +406,26 @@ def _bytes(what: str, value: object, expected: int | None = None) -> bytes:
     return check_bytes(what, value, expected)
 
 
-def _or_random(value: bytes | None, size: int) -> bytes:
-    return os.urandom(size) if value is None else bytes(value)
+def _is_bytes(value: object, size: int) -> bool:
+    return type(value) is bytes and len(value) == size
+
+
+def _coins(lanes: Sequence[tuple], good: list[int], field: str, size: int) -> bytes:
+    """The lanes' ``field`` laid end to end, fresh randomness where it is None.
+
+    One call to the OS CSPRNG serves every lane that left it out.
+    """
+    given = [getattr(lanes[i], field) for i in good]
+    missing = sum(value is None for value in given)
+    if missing == 0:
+        return b"".join(given)
+    fresh = os.urandom(size * missing)
+    parts, k = [], 0
+    for value in given:
+        if value is None:
+            value, k = fresh[k : k + size], k + size
+        parts.append(value)
+    return b"".join(parts)
 
 
 def _mu(tr: bytes, lane: tuple) -> bytes:

@@ -124,6 +124,7 @@ static void ready_remove(pqc_dev *dev, pqc_host_cmd *cmd)
         dev->ready_tail = prev;
     }
     cmd->ready_next = NULL;
+    cmd->listed = 0;
 }
 
 /* Whether cmd must still wait: a stall not ended by close or clearing. */
@@ -159,6 +160,17 @@ static pqc_host_cmd *next_ready(pqc_dev *dev, struct timespec *wake,
     return NULL;
 }
 
+int pqc_host_can_start(const pqc_dev *dev, const pqc_host_cmd *cmd)
+{
+    struct timespec now;
+
+    if (!cmd->listed) {
+        return 0;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return !held_back(dev, cmd, &now);
+}
+
 static void run_unit(pqc_dev *dev, pqc_host_cmd *cmd, size_t first, size_t last)
 {
     if (cmd->op == PQC_HOST_OP_COPY) {
@@ -168,11 +180,17 @@ static void run_unit(pqc_dev *dev, pqc_host_cmd *cmd, size_t first, size_t last)
     pqc_host_run_lanes(dev, cmd, first, last);
 }
 
-/* Claim a block of cmd, run it unlocked, retire cmd if it was the last. */
-static void work_on(pqc_dev *dev, pqc_host_cmd *cmd)
+/*
+ * Blocks shrink as a launch nears its end (a share of what is left, at
+ * most cmd->block), so the workers finish together instead of one running
+ * a full block while the others idle.
+ */
+void pqc_host_work_on(pqc_dev *dev, pqc_host_cmd *cmd)
 {
     size_t first = cmd->claimed;
-    size_t last = first + cmd->block;
+    size_t ways = 2 * (size_t)dev->n_workers;
+    size_t share = (cmd->units - first + ways - 1) / ways;
+    size_t last = first + (share < cmd->block ? share : cmd->block);
 
     if (last > cmd->units) {
         last = cmd->units;
@@ -182,9 +200,11 @@ static void work_on(pqc_dev *dev, pqc_host_cmd *cmd)
         ready_remove(dev, cmd);
     }
 
+    dev->running++;
     pthread_mutex_unlock(&dev->lock);
     run_unit(dev, cmd, first, last);
     pthread_mutex_lock(&dev->lock);
+    dev->running--;
 
     cmd->done += last - first;
     if (cmd->done == cmd->units) {
@@ -203,7 +223,7 @@ void *pqc_host_worker(void *arg)
         pqc_host_cmd *cmd = next_ready(dev, &wake, &has_wake);
 
         if (cmd != NULL) {
-            work_on(dev, cmd);
+            pqc_host_work_on(dev, cmd);
         } else if (dev->closing && dev->pending == 0) {
             break;
         } else if (has_wake) {
@@ -228,7 +248,7 @@ static uint32_t online_cores(void)
     return n > PQC_HOST_MAX_THREADS ? PQC_HOST_MAX_THREADS : (uint32_t)n;
 }
 
-static int init_sync(pqc_dev *dev)
+int pqc_host_init_cond(pthread_cond_t *cond)
 {
     pthread_condattr_t attr;
     int rc = 0;
@@ -238,11 +258,21 @@ static int init_sync(pqc_dev *dev)
         return -1;
     }
     rc |= pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    rc |= pthread_mutex_init(&dev->lock, NULL);
-    rc |= pthread_cond_init(&dev->work, &attr);
-    rc |= pthread_cond_init(&dev->done, &attr);
+    rc |= pthread_cond_init(cond, &attr);
     pthread_condattr_destroy(&attr);
     return rc == 0 ? 0 : -1;
+}
+
+static int init_sync(pqc_dev *dev)
+{
+    if (pthread_mutex_init(&dev->lock, NULL) != 0) {
+        return -1;
+    }
+    if (pqc_host_init_cond(&dev->work) != 0) {
+        pthread_mutex_destroy(&dev->lock);
+        return -1;
+    }
+    return 0;
 }
 
 static void stop_workers(pqc_dev *dev, uint32_t started)
@@ -263,7 +293,6 @@ static void destroy_device(pqc_dev *dev)
     pqc_host_free_streams(dev);
     pqc_host_free_buffers(dev);
     pqc_host_free_slots(dev);
-    pthread_cond_destroy(&dev->done);
     pthread_cond_destroy(&dev->work);
     pthread_mutex_destroy(&dev->lock);
     free(dev->workers);

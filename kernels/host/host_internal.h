@@ -14,6 +14,16 @@
  * stream's next command on the list. So one batch spreads over all
  * workers, a stream's commands keep their order, and streams overlap.
  *
+ * Fixed cost per batch. Handing work between threads costs a wake-up of
+ * tens of microseconds, as much as a small batch's lanes. So a thread
+ * that waits in synchronize runs blocks of its own stream's ready work
+ * while fewer threads than workers are running blocks (as when the
+ * workers are still waking); a copy queued on an idle stream runs in the
+ * queueing call; and a command of one block is left to a stream's waiter
+ * instead of waking a worker. Workers are still woken for everything
+ * else, and a waiter that stops waiting with work listed wakes them, so
+ * no work is left stranded.
+ *
  * Lifetimes. A buffer or stream freed while queued commands still name it
  * leaves the device's live list at once (its handle is refused from then
  * on) and is released by whoever retires the last command that uses it. A
@@ -65,6 +75,7 @@ struct pqc_host_cmd {
     pqc_host_cmd *ready_next; /* the device's ready list */
     pqc_dev_stream *stream;
     int op;
+    int listed; /* on the ready list: some units are still unclaimed */
 
     /* Work units: lanes of a launch, or 1 for a copy (0 if empty). */
     size_t units, claimed, done, block;
@@ -92,6 +103,7 @@ struct pqc_host_cmd {
 struct pqc_dev_stream {
     pqc_dev_stream *next; /* the device's live list */
     pqc_host_cmd *head, *tail;
+    pthread_cond_t wake; /* waiters: the head retired or became ready */
     uint32_t queued;
     uint32_t waiters; /* threads inside synchronize */
     int error;        /* first failure since it was last reported */
@@ -109,7 +121,6 @@ typedef struct pqc_host_slot {
 struct pqc_dev {
     pthread_mutex_t lock;
     pthread_cond_t work; /* workers: a command is ready, or closing */
-    pthread_cond_t done; /* synchronizers: a command retired */
     pthread_t *workers;
     uint32_t n_workers;
     uint32_t id;
@@ -124,6 +135,7 @@ struct pqc_dev {
 
     pqc_host_cmd *ready_head, *ready_tail;
     uint64_t pending; /* commands queued on every stream */
+    uint32_t running; /* threads running a block right now */
 
     pqc_host_slot *slots[PQC_HOST_MAX_KEY_SLOTS];
     uint32_t slots_used;
@@ -137,7 +149,16 @@ struct pqc_dev {
 int pqc_host_enter(pqc_dev *dev);
 void pqc_host_leave(pqc_dev *dev);
 void pqc_host_deadline(struct timespec *ts, uint32_t ms);
+int pqc_host_init_cond(pthread_cond_t *cond);
 void *pqc_host_worker(void *arg);
+
+/*
+ * host_device.c (dev->lock held). can_start: whether cmd is listed and
+ * not held back by a stall. work_on: claim the next block of cmd, run it
+ * with the lock released, and retire cmd if that was its last block.
+ */
+int pqc_host_can_start(const pqc_dev *dev, const pqc_host_cmd *cmd);
+void pqc_host_work_on(pqc_dev *dev, pqc_host_cmd *cmd);
 
 /* host_stream.c (called with dev->lock held) */
 pqc_dev_stream *pqc_host_find_stream(pqc_dev *dev, const pqc_dev_stream *s);

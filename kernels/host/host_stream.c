@@ -32,6 +32,7 @@ static void unlink_stream(pqc_dev *dev, pqc_dev_stream *s)
 static void release_stream_if_done(pqc_dev *dev, pqc_dev_stream *s)
 {
     if (s->destroyed && s->head == NULL && s->waiters == 0) {
+        pthread_cond_destroy(&s->wake);
         free(s);
         dev->n_streams--;
     }
@@ -43,6 +44,7 @@ void pqc_host_free_streams(pqc_dev *dev)
         pqc_dev_stream *s = dev->streams;
 
         dev->streams = s->next;
+        pthread_cond_destroy(&s->wake);
         free(s);
         dev->n_streams--;
     }
@@ -53,6 +55,7 @@ void pqc_host_free_streams(pqc_dev *dev)
 static void ready_append(pqc_dev *dev, pqc_host_cmd *cmd)
 {
     cmd->ready_next = NULL;
+    cmd->listed = 1;
     if (dev->ready_tail == NULL) {
         dev->ready_head = cmd;
     } else {
@@ -88,6 +91,20 @@ static void pop_head(pqc_dev *dev, pqc_host_cmd *cmd)
 }
 
 /*
+ * Wake the workers a newly listed command needs. A command of one block
+ * whose stream has a waiter is the waiter's to run (it was just woken); a
+ * stalled one needs a worker that keeps its time.
+ */
+static void wake_workers(pqc_dev *dev, const pqc_host_cmd *cmd)
+{
+    if (cmd->units > cmd->block) {
+        pthread_cond_broadcast(&dev->work);
+    } else if (cmd->stream->waiters == 0 || cmd->stall_ms > 0) {
+        pthread_cond_signal(&dev->work);
+    }
+}
+
+/*
  * Make the stream's head runnable. Empty commands (a launch of 0 lanes, a
  * copy of 0 bytes) have nothing for a worker to do and retire here.
  */
@@ -103,9 +120,11 @@ static void advance(pqc_dev *dev, pqc_dev_stream *s)
             pqc_host_deadline(&cmd->not_before, cmd->stall_ms);
         }
         ready_append(dev, cmd);
-        pthread_cond_broadcast(&dev->work);
+        wake_workers(dev, cmd);
     }
-    pthread_cond_broadcast(&dev->done);
+    if (s->waiters > 0) {
+        pthread_cond_broadcast(&s->wake);
+    }
     if (dev->closing && dev->pending == 0) {
         pthread_cond_broadcast(&dev->work);
     }
@@ -153,10 +172,17 @@ int pqc_dev_stream_create(pqc_dev *dev, pqc_dev_stream **stream)
     }
     *stream = NULL;
     s = calloc(1, sizeof(*s));
+    if (s != NULL && pqc_host_init_cond(&s->wake) != 0) {
+        free(s);
+        s = NULL;
+    }
 
     pthread_mutex_lock(&dev->lock);
     if (s == NULL || dev->n_streams >= PQC_HOST_MAX_STREAMS) {
         rc = PQC_ERR_NO_MEMORY;
+        if (s != NULL) {
+            pthread_cond_destroy(&s->wake);
+        }
         free(s);
     } else {
         s->next = dev->streams;
@@ -197,16 +223,49 @@ static int take_error(pqc_dev_stream *s)
     return rc;
 }
 
-/* One wait for a retirement; nonzero once the deadline has passed. */
-static int wait_once(pqc_dev *dev, int32_t timeout_ms,
+/* One wait for news of the stream; nonzero once the deadline has passed. */
+static int wait_once(pqc_dev *dev, pqc_dev_stream *s, int32_t timeout_ms,
                      const struct timespec *deadline)
 {
     if (timeout_ms == PQC_DEV_WAIT_FOREVER) {
-        pthread_cond_wait(&dev->done, &dev->lock);
+        pthread_cond_wait(&s->wake, &dev->lock);
         return 0;
     }
-    return pthread_cond_timedwait(&dev->done, &dev->lock, deadline) ==
-           ETIMEDOUT;
+    return pthread_cond_timedwait(&s->wake, &dev->lock, deadline) == ETIMEDOUT;
+}
+
+static int passed(const struct timespec *deadline)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec > deadline->tv_sec ||
+           (now.tv_sec == deadline->tv_sec && now.tv_nsec >= deadline->tv_nsec);
+}
+
+/*
+ * Run a block of the stream's head in the waiting thread, if it can start,
+ * the deadline allows (a timeout of 0 only looks) and fewer threads than
+ * workers are running blocks. So the waiter starts a batch while the
+ * workers are still waking, but never makes more runners than cores,
+ * which would stretch a long launch by preemption and cache thrashing. A
+ * block it starts just before the deadline may end after it, by at most
+ * one block's time.
+ */
+static int help(pqc_dev *dev, pqc_dev_stream *s, int32_t timeout_ms,
+                const struct timespec *deadline)
+{
+    pqc_host_cmd *cmd = s->head;
+
+    if (cmd == NULL || timeout_ms == 0 || dev->running >= dev->n_workers ||
+        !pqc_host_can_start(dev, cmd)) {
+        return 0;
+    }
+    if (timeout_ms != PQC_DEV_WAIT_FOREVER && passed(deadline)) {
+        return 0;
+    }
+    pqc_host_work_on(dev, cmd);
+    return 1;
 }
 
 static int wait_idle(pqc_dev *dev, pqc_dev_stream *s, int32_t timeout_ms)
@@ -220,9 +279,16 @@ static int wait_idle(pqc_dev *dev, pqc_dev_stream *s, int32_t timeout_ms)
     }
     s->waiters++;
     while (s->head != NULL && !expired) {
-        expired = wait_once(dev, timeout_ms, &deadline);
+        if (!help(dev, s, timeout_ms, &deadline)) {
+            expired = wait_once(dev, s, timeout_ms, &deadline);
+        }
     }
     s->waiters--;
+
+    /* Work left to this waiter goes back to the workers. */
+    if (s->head != NULL && s->head->listed) {
+        pthread_cond_broadcast(&dev->work);
+    }
 
     rc = s->head != NULL ? PQC_ERR_TIMEOUT : take_error(s);
     release_stream_if_done(dev, s);
@@ -269,6 +335,28 @@ int pqc_dev_stream_query(pqc_dev *dev, pqc_dev_stream *stream)
 /* ---- Copies -------------------------------------------------------- */
 
 /*
+ * A copy on an idle stream has nothing to wait for, so the queueing
+ * thread runs it at once (unlocked: its command at the head keeps the
+ * stream and the buffer alive) instead of waking a worker for it.
+ */
+static void run_inline(pqc_dev *dev, pqc_dev_stream *s, pqc_host_cmd *cmd)
+{
+    cmd->stream = s;
+    cmd->claimed = cmd->units;
+    s->head = cmd;
+    s->tail = cmd;
+    s->queued++;
+    dev->pending++;
+
+    pthread_mutex_unlock(&dev->lock);
+    memcpy(cmd->dst, cmd->src, cmd->size);
+    pthread_mutex_lock(&dev->lock);
+
+    cmd->done = cmd->units;
+    pqc_host_retire(dev, cmd);
+}
+
+/*
  * Validate a copy of size bytes at offset of buf and queue it. to_device
  * says which way; host is the caller's memory.
  */
@@ -303,7 +391,11 @@ static int queue_copy(pqc_dev *dev, pqc_dev_stream *stream, pqc_dev_buffer *buf,
     cmd->src = to_device ? host : b->data + offset;
     cmd->uses[cmd->n_uses++] = b;
     b->uses++;
-    enqueue(dev, s, cmd);
+    if (s->head == NULL && cmd->units > 0) {
+        run_inline(dev, s, cmd);
+    } else {
+        enqueue(dev, s, cmd);
+    }
     return PQC_OK;
 }
 

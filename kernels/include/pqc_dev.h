@@ -212,6 +212,11 @@ PQC_DEV_MUST_CHECK int pqc_dev_stream_destroy(pqc_dev *dev,
  * succeed); the error a failed command recorded (once; see the top of this
  * file); PQC_ERR_INVALID_ARG for a bad handle or a negative timeout other
  * than PQC_DEV_WAIT_FOREVER.
+ *
+ * NOTE: the waiting thread helps: while fewer threads than workers are
+ * busy it runs blocks of its own stream's launches, so a wait may return
+ * up to one block (at most 32 lanes) after its deadline. A copy queued on
+ * an idle stream runs inside the queueing call.
  */
 PQC_DEV_MUST_CHECK int pqc_dev_stream_synchronize(pqc_dev *dev,
                                                   pqc_dev_stream *stream,
