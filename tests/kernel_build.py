@@ -25,6 +25,22 @@ INCLUDE_DIRS = (REF_DIR, ROOT / "kernels" / "include")
 COMPILE_ARGS = ("-O2", "-std=c11", "-Wall", "-Wextra", "-Werror")
 
 
+# The portable reference's translation units (kernels/ref), for tests that
+# compile the reference on its own, without the dispatch table.
+MLKEM_SOURCES = ["fips202.c", "mlkem_ntt.c", "mlkem_poly.c", "mlkem.c"]
+MLDSA_SOURCES = [
+    "mldsa_params.c",
+    "mldsa_poly.c",
+    "mldsa_sample.c",
+    "mldsa_pack.c",
+    "mldsa_keygen.c",
+    "mldsa_sign.c",
+    "mldsa_verify.c",
+    "mldsa_batch.c",
+]
+REF_SOURCES = MLKEM_SOURCES + MLDSA_SOURCES
+
+
 def build_kernels(
     name: str,
     cdef: str,

@@ -32,7 +32,13 @@ from bindings._pqc_kernels import lib as ext_lib
 from bindings.runtime import Device, Kernel
 from engine.params import KEM_PARAMS, SIG_PARAMS, KemParams, SigParams
 from tests import test_kernels_mldsa, test_kernels_mlkem
-from tests.kernel_build import COMPILE_ARGS, INCLUDE_DIRS, REF_DIR, build_kernels
+from tests.kernel_build import (
+    COMPILE_ARGS,
+    INCLUDE_DIRS,
+    REF_DIR,
+    REF_SOURCES,
+    build_kernels,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 AVX2_DIR = ROOT / "kernels" / "x86_64" / "avx2"
@@ -88,20 +94,7 @@ int mldsa_verify_mu(unsigned ps, const uint8_t *pk, const uint8_t mu[64],
                     const uint8_t *sig, size_t siglen);
 """
 
-ORACLE_SOURCES = [
-    "fips202.c",
-    "mlkem_ntt.c",
-    "mlkem_poly.c",
-    "mlkem.c",
-    "mldsa_params.c",
-    "mldsa_poly.c",
-    "mldsa_sample.c",
-    "mldsa_pack.c",
-    "mldsa_keygen.c",
-    "mldsa_sign.c",
-    "mldsa_verify.c",
-    "mldsa_batch.c",
-]
+ORACLE_SOURCES = REF_SOURCES
 
 KEM = pytest.mark.parametrize("params", list(KEM_PARAMS.values()), ids=list(KEM_PARAMS))
 SIG = pytest.mark.parametrize("params", list(SIG_PARAMS.values()), ids=list(SIG_PARAMS))

@@ -23,7 +23,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import mldsa as openssl_mldsa
 
 from engine.params import SIG_PARAMS, SigParams
-from tests.kernel_build import COMPILE_ARGS, INCLUDE_DIRS, REF_DIR, build_kernels
+from tests.kernel_build import (
+    COMPILE_ARGS,
+    INCLUDE_DIRS,
+    MLDSA_SOURCES,
+    REF_DIR,
+    build_kernels,
+)
 from tests.vectors import hexbytes, load
 
 CDEF = """
@@ -79,17 +85,7 @@ int mldsa_decompose_many(unsigned ps, int32_t *r1, int32_t *r0,
                          const int32_t *r, size_t n);
 """
 
-SOURCES = [
-    "fips202.c",
-    "mldsa_params.c",
-    "mldsa_poly.c",
-    "mldsa_sample.c",
-    "mldsa_pack.c",
-    "mldsa_keygen.c",
-    "mldsa_sign.c",
-    "mldsa_verify.c",
-    "mldsa_batch.c",
-]
+SOURCES = ["fips202.c", *MLDSA_SOURCES]
 
 Q = 8380417
 PARAM_NAMES = list(SIG_PARAMS)

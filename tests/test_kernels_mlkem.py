@@ -23,7 +23,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import mlkem as openssl_mlkem
 
 from engine.params import KEM_PARAMS, KemParams
-from tests.kernel_build import COMPILE_ARGS, INCLUDE_DIRS, REF_DIR, build_kernels
+from tests.kernel_build import (
+    COMPILE_ARGS,
+    INCLUDE_DIRS,
+    MLKEM_SOURCES,
+    REF_DIR,
+    build_kernels,
+)
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 Q = 3329
@@ -74,7 +80,7 @@ size_t mlkem_dk_bytes(unsigned k);
 size_t mlkem_ct_bytes(unsigned k);
 """
 
-SOURCES = ["fips202.c", "mlkem_ntt.c", "mlkem_poly.c", "mlkem.c"]
+SOURCES = MLKEM_SOURCES
 HEADERS = ["pqc_status.h", "mlkem.h", "mlkem_poly.h"]
 
 ALL_PARAMS = pytest.mark.parametrize(

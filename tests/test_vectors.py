@@ -39,7 +39,7 @@ from engine.vectors import (
     verify,
 )
 from service.cli import main
-from tests.kernel_build import build_kernels
+from tests.kernel_build import REF_SOURCES, build_kernels
 
 VECTORS = Path(__file__).parent / "vectors"
 ACVP = VECTORS / "acvp"
@@ -96,19 +96,7 @@ int mldsa_verify(unsigned ps, const uint8_t *pk, const uint8_t *msg,
                  size_t mlen, const uint8_t *ctx, size_t ctxlen,
                  const uint8_t *sig, size_t siglen);
 """
-KERNEL_SOURCES = [
-    "fips202.c",
-    "mlkem_ntt.c",
-    "mlkem_poly.c",
-    "mlkem.c",
-    "mldsa_params.c",
-    "mldsa_poly.c",
-    "mldsa_sample.c",
-    "mldsa_pack.c",
-    "mldsa_keygen.c",
-    "mldsa_sign.c",
-    "mldsa_verify.c",
-]
+KERNEL_SOURCES = REF_SOURCES
 KERNEL_HEADERS = ["pqc_status.h", "mlkem.h", "mldsa.h"]
 PQC_ERR_INVALID_SIGNATURE = -4
 

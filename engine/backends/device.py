@@ -26,6 +26,7 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -47,6 +48,30 @@ logger = logging.getLogger(__name__)
 
 _TR_BYTES = 64  # tr = H(pk, 64), FIPS 204 Algorithm 6, step 6
 _MU_BYTES = 64
+
+
+class _Keygen(NamedTuple):
+    """How one key-generation kernel is called and what it returns."""
+
+    kernel: str
+    what: str  # the seed, named in error messages
+    seed_name: str
+    seed_bytes: int
+    outputs: tuple[str, str]  # public, secret
+    pair: type
+
+
+_KEM_KEYGEN = _Keygen(
+    "MLKEM_KEYGEN",
+    "The ML-KEM seed",
+    "seed",
+    P.KEM_SEED_BYTES,
+    ("ek", "dk"),
+    KemKeyPair,
+)
+_SIG_KEYGEN = _Keygen(
+    "MLDSA_KEYGEN", "The ML-DSA seed", "xi", P.SIG_SEED_BYTES, ("pk", "sk"), SigKeyPair
+)
 
 
 class _Slot:
@@ -203,25 +228,7 @@ class DeviceBackend(Backend):
         return self._device.run(kernel, param, n, inputs, self._timeout_ms)
 
     def _kem_keygen(self, param: str, lanes: Sequence[tuple], out: list) -> None:
-        spec = P.kem_params(param)
-        good = _accept(
-            lanes,
-            out,
-            lambda lane: _bytes("The ML-KEM seed", lane.seed, 64),
-            lambda lane: _is_bytes(lane.seed, 64),
-        )
-        if not good:
-            return
-        seeds = b"".join(lanes[i].seed for i in good)
-        res, status = self._launch("MLKEM_KEYGEN", param, len(good), {"seed": seeds})
-        eks, dks = _records(res["ek"]), _records(res["dk"])
-        for j, (i, code) in enumerate(zip(good, status.tolist(), strict=True)):
-            out[i] = (
-                KemKeyPair(eks[j], lanes[i].seed, dks[j])
-                if code == 0
-                else self._lane(code)
-            )
-        assert spec.ek_bytes == res["ek"].shape[1]
+        self._keygen(_KEM_KEYGEN, P.kem_params(param).ek_bytes, param, lanes, out)
 
     def _kem_encaps(self, param: str, lanes: Sequence[tuple], out: list) -> None:
         spec = P.kem_params(param)
@@ -281,20 +288,33 @@ class DeviceBackend(Backend):
                 out[i] = sss[j] if code == 0 else self._lane(code)
 
     def _sig_keygen(self, param: str, lanes: Sequence[tuple], out: list) -> None:
+        self._keygen(_SIG_KEYGEN, P.sig_params(param).pk_bytes, param, lanes, out)
+
+    def _keygen(
+        self,
+        spec: _Keygen,
+        public_bytes: int,
+        param: str,
+        lanes: Sequence[tuple],
+        out: list,
+    ) -> None:
+        """Key pairs from seeds (FIPS 203 Algorithm 16, FIPS 204 Algorithm 6)."""
         good = _accept(
             lanes,
             out,
-            lambda lane: _bytes("The ML-DSA seed", lane.seed, 32),
-            lambda lane: _is_bytes(lane.seed, 32),
+            lambda lane: _bytes(spec.what, lane.seed, spec.seed_bytes),
+            lambda lane: _is_bytes(lane.seed, spec.seed_bytes),
         )
         if not good:
             return
-        seeds = b"".join(lanes[i].seed for i in good)
-        res, status = self._launch("MLDSA_KEYGEN", param, len(good), {"xi": seeds})
-        pks, sks = _records(res["pk"]), _records(res["sk"])
+        seeds = {spec.seed_name: b"".join(lanes[i].seed for i in good)}
+        res, status = self._launch(spec.kernel, param, len(good), seeds)
+        public_name, secret_name = spec.outputs
+        assert res[public_name].shape[1] == public_bytes
+        publics, secrets = _records(res[public_name]), _records(res[secret_name])
         for j, (i, code) in enumerate(zip(good, status.tolist(), strict=True)):
             out[i] = (
-                SigKeyPair(pks[j], lanes[i].seed, sks[j])
+                spec.pair(publics[j], lanes[i].seed, secrets[j])
                 if code == 0
                 else self._lane(code)
             )
