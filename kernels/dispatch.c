@@ -32,7 +32,6 @@ static const pqc_impl impl_avx2 = {
     .mldsa_ntt = pqc_avx2_mldsa_ntt,
     .mldsa_invntt = pqc_avx2_mldsa_invntt,
     .mldsa_pointwise = pqc_avx2_mldsa_pointwise,
-    .mldsa_ball_swap = pqc_avx2_mldsa_ball_swap,
     .mldsa_decompose = pqc_avx2_mldsa_decompose,
 };
 

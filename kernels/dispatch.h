@@ -90,11 +90,6 @@ typedef struct pqc_impl {
     int (*mldsa_pointwise)(void *out, const void *a, const void *b,
                            int accumulate);
 
-    /* SampleInBall's swap (FIPS 204, Algorithm 29, steps 9-10) on an
-     * mldsa_poly: c[i] = c[j], then c[j] = sign, for a secret j <= i,
-     * touching every position up to i whatever j is. */
-    int (*mldsa_ball_swap)(void *poly, unsigned i, unsigned j, int32_t sign);
-
     /* Decompose (FIPS 204, Algorithm 36) of 256 values r in [0, q) for the
      * given gamma2: high parts into r1, low parts into r0 (either may be
      * NULL), the integers of the reference's mldsa_decompose. */

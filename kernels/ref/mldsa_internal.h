@@ -159,11 +159,22 @@ int mldsa_poly_within(const mldsa_poly *p, int32_t bound);
 /* a * 2^-32 mod q for |a| <= q * 2^31; the result is in (-q, q). */
 int32_t mldsa_mont_reduce(int64_t a);
 
-/* a mod q with |result| <= 6283009 < q, for a <= 2^31 - 2^22 - 1. */
-int32_t mldsa_reduce(int32_t a);
+/* a mod q with |result| <= 6283009 < q, for a <= 2^31 - 2^22 - 1. Inline,
+ * so that the loops over a polynomial that use it vectorise. */
+static inline int32_t mldsa_reduce(int32_t a)
+{
+    /* q = 2^23 - 2^13 + 1, so subtracting round(a / 2^23) q leaves at most
+     * 2^22 + 255 (2^13 - 1) = 6283009 in magnitude. */
+    int32_t t = (a + (1 << 22)) >> 23;
+    return a - t * MLDSA_Q;
+}
 
 /* a mod q in [0, q), for a <= 2^31 - 2^22 - 1. */
-int32_t mldsa_freeze(int32_t a);
+static inline int32_t mldsa_freeze(int32_t a)
+{
+    int32_t r = mldsa_reduce(a);
+    return r + ((r >> 31) & MLDSA_Q);
+}
 
 /* Every coefficient through mldsa_reduce or mldsa_freeze. */
 void mldsa_poly_reduce(mldsa_poly *p);
@@ -263,7 +274,9 @@ void mldsa_sample_mask_n(const mldsa_params *p, mldsa_poly *y,
                          const uint8_t rho[MLDSA_CRH_BYTES], uint16_t nonce,
                          unsigned count);
 
-/* c = SampleInBall(ctilde) (Algorithm 29): tau coefficients of +-1. */
+/* c = SampleInBall(ctilde) (Algorithm 29): tau coefficients of +-1. Not
+ * constant time: ctilde must be public, as it is in verification (part of
+ * the signature) and in signing once hashed (see mldsa_sign.c). */
 void mldsa_sample_in_ball(const mldsa_params *p, mldsa_poly *c,
                           const uint8_t *ctilde);
 

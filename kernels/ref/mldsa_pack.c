@@ -11,20 +11,32 @@
 #include "mldsa_internal.h"
 
 /*
- * Pack field i = base + sign * c[i] in `bits` bits (bits <= 24): sign = 1,
- * base = 0 is SimpleBitPack; sign = -1, base = b is BitPack(w, a, b), which
- * stores b - w (Algorithm 17). Writes 32 * bits bytes.
+ * Fields go eight at a time: eight fields of `bits` bits fill exactly
+ * `bits` bytes, so every group starts on a byte boundary and the bit
+ * position inside a group is the same for every group. With `bits` a
+ * constant (see the switches below) the compiler resolves those positions
+ * and the loops become straight-line shifts and masks.
  */
-static void mldsa_pack_fields(uint8_t *out, const mldsa_poly *a, unsigned bits,
-                              int32_t base, int32_t sign)
+#define MLDSA_GROUP 8
+
+/*
+ * Pack one group, field k = base + sign * c[k] in `bits` bits (bits <= 24):
+ * sign = 1, base = 0 is SimpleBitPack; sign = -1, base = b is BitPack(w, a,
+ * b), which stores b - w (Algorithm 17). Writes `bits` bytes.
+ */
+static inline __attribute__((always_inline)) void
+mldsa_pack_group(uint8_t *out, const int32_t *c, unsigned bits, int32_t base,
+                 int32_t sign)
 {
     uint64_t acc = 0;
     unsigned held = 0;
 
-    for (size_t i = 0; i < MLDSA_N; i++) {
-        uint32_t field = (uint32_t)(base + sign * a->c[i]);
+#pragma GCC unroll 8
+    for (unsigned k = 0; k < MLDSA_GROUP; k++) {
+        uint32_t field = (uint32_t)(base + sign * c[k]);
         acc |= (uint64_t)(field & ((1u << bits) - 1)) << held;
         held += bits;
+#pragma GCC unroll 4
         while (held >= 8) {
             *out++ = (uint8_t)acc;
             acc >>= 8;
@@ -33,23 +45,111 @@ static void mldsa_pack_fields(uint8_t *out, const mldsa_poly *a, unsigned bits,
     }
 }
 
-/* The inverse: c[i] = sign * (field - base), so BitUnpack (Algorithm 19)
+/* The inverse: c[k] = sign * (field - base), so BitUnpack (Algorithm 19)
  * gives b - field and SimpleBitUnpack (Algorithm 18) the field itself. */
-static void mldsa_unpack_fields(mldsa_poly *a, const uint8_t *in, unsigned bits,
-                                int32_t base, int32_t sign)
+static inline __attribute__((always_inline)) void
+mldsa_unpack_group(int32_t *c, const uint8_t *in, unsigned bits, int32_t base,
+                   int32_t sign)
 {
     uint64_t acc = 0;
     unsigned held = 0;
 
-    for (size_t i = 0; i < MLDSA_N; i++) {
+#pragma GCC unroll 8
+    for (unsigned k = 0; k < MLDSA_GROUP; k++) {
+#pragma GCC unroll 4
         while (held < bits) {
             acc |= (uint64_t)*in++ << held;
             held += 8;
         }
         int32_t field = (int32_t)(acc & ((1u << bits) - 1));
-        a->c[i] = sign * (field - base);
+        c[k] = sign * (field - base);
         acc >>= bits;
         held -= bits;
+    }
+}
+
+static inline __attribute__((always_inline)) void
+mldsa_pack_width(uint8_t *out, const mldsa_poly *a, unsigned bits, int32_t base,
+                 int32_t sign)
+{
+    for (size_t i = 0; i < MLDSA_N; i += MLDSA_GROUP) {
+        mldsa_pack_group(out + i / MLDSA_GROUP * bits, &a->c[i], bits, base,
+                         sign);
+    }
+}
+
+static inline __attribute__((always_inline)) void
+mldsa_unpack_width(mldsa_poly *a, const uint8_t *in, unsigned bits,
+                   int32_t base, int32_t sign)
+{
+    for (size_t i = 0; i < MLDSA_N; i += MLDSA_GROUP) {
+        mldsa_unpack_group(&a->c[i], in + i / MLDSA_GROUP * bits, bits, base,
+                           sign);
+    }
+}
+
+/* Pack c[i] as base + sign * c[i] in `bits` bits, for every width FIPS 204
+ * uses, each with its own constant (see above). Writes 32 * bits bytes. */
+static void mldsa_pack_fields(uint8_t *out, const mldsa_poly *a, unsigned bits,
+                              int32_t base, int32_t sign)
+{
+    switch (bits) {
+    case 3:
+        mldsa_pack_width(out, a, 3, base, sign);
+        break;
+    case 4:
+        mldsa_pack_width(out, a, 4, base, sign);
+        break;
+    case 6:
+        mldsa_pack_width(out, a, 6, base, sign);
+        break;
+    case 10:
+        mldsa_pack_width(out, a, 10, base, sign);
+        break;
+    case 13:
+        mldsa_pack_width(out, a, 13, base, sign);
+        break;
+    case 18:
+        mldsa_pack_width(out, a, 18, base, sign);
+        break;
+    case 20:
+        mldsa_pack_width(out, a, 20, base, sign);
+        break;
+    default:
+        mldsa_pack_width(out, a, bits, base, sign);
+        break;
+    }
+}
+
+/* The inverse of mldsa_pack_fields. */
+static void mldsa_unpack_fields(mldsa_poly *a, const uint8_t *in, unsigned bits,
+                                int32_t base, int32_t sign)
+{
+    switch (bits) {
+    case 3:
+        mldsa_unpack_width(a, in, 3, base, sign);
+        break;
+    case 4:
+        mldsa_unpack_width(a, in, 4, base, sign);
+        break;
+    case 6:
+        mldsa_unpack_width(a, in, 6, base, sign);
+        break;
+    case 10:
+        mldsa_unpack_width(a, in, 10, base, sign);
+        break;
+    case 13:
+        mldsa_unpack_width(a, in, 13, base, sign);
+        break;
+    case 18:
+        mldsa_unpack_width(a, in, 18, base, sign);
+        break;
+    case 20:
+        mldsa_unpack_width(a, in, 20, base, sign);
+        break;
+    default:
+        mldsa_unpack_width(a, in, bits, base, sign);
+        break;
     }
 }
 

@@ -66,20 +66,6 @@ int32_t mldsa_mont_reduce(int64_t a)
     return (int32_t)((a - (int64_t)t * MLDSA_Q) >> 32);
 }
 
-int32_t mldsa_reduce(int32_t a)
-{
-    /* q = 2^23 - 2^13 + 1, so subtracting round(a / 2^23) q leaves at most
-     * 2^22 + 255 (2^13 - 1) = 6283009 in magnitude. */
-    int32_t t = (a + (1 << 22)) >> 23;
-    return a - t * MLDSA_Q;
-}
-
-int32_t mldsa_freeze(int32_t a)
-{
-    int32_t r = mldsa_reduce(a);
-    return r + ((r >> 31) & MLDSA_Q);
-}
-
 void mldsa_poly_reduce(mldsa_poly *p)
 {
     for (size_t i = 0; i < MLDSA_N; i++) {

@@ -1,12 +1,13 @@
 /*
  * The samplers of ML-DSA (FIPS 204, section 7.3), all driven by SHAKE.
  *
- * NOTE: RejBoundedPoly and SampleInBall reject some bytes of their SHAKE
- * stream, and how many they read shows in their running time. That reveals
- * only which stream bytes were discarded: an accepted value is uniform over
- * its range whatever the discarded bytes were, so the timing says nothing
- * about the coefficients. Where a value is accepted and where SampleInBall
- * places it are computed without secret branches or indices.
+ * NOTE: RejBoundedPoly rejects some bytes of its SHAKE stream, and how
+ * many it reads shows in its running time. That reveals only which stream
+ * bytes were discarded: an accepted value is uniform over its range
+ * whatever the discarded bytes were, so the timing says nothing about the
+ * coefficients, which are computed without secret branches or indices.
+ * SampleInBall works on public input only (its ctilde is public in
+ * verification and in signing, see mldsa_sign.c) and branches freely.
  */
 #include <string.h>
 
@@ -208,34 +209,6 @@ void mldsa_sample_mask_n(const mldsa_params *p, mldsa_poly *y,
     }
 }
 
-/* All ones when a == b, else 0; a, b < 2^31. */
-static int32_t mldsa_eq_mask(uint32_t a, uint32_t b)
-{
-    return -(int32_t)(((a ^ b) - 1) >> 31);
-}
-
-/* c[i] = c[j]; c[j] = sign (Algorithm 29, steps 9-10) for a secret j <= i,
- * by touching every position up to i. c[i] is still 0 on entry. */
-static void mldsa_ball_swap(mldsa_poly *c, unsigned i, unsigned j, int32_t sign)
-{
-    const pqc_impl *impl = pqc_impl_active();
-    int32_t moved = 0;
-
-    if (impl != NULL && impl->mldsa_ball_swap != NULL &&
-        impl->mldsa_ball_swap(c, i, j, sign) == PQC_IMPL_SERVED) {
-        return;
-    }
-
-    for (unsigned m = 0; m <= i; m++) {
-        moved |= c->c[m] & mldsa_eq_mask(m, j);
-    }
-    c->c[i] = moved;
-    for (unsigned m = 0; m <= i; m++) {
-        int32_t hit = mldsa_eq_mask(m, j);
-        c->c[m] = (c->c[m] & ~hit) | (sign & hit);
-    }
-}
-
 void mldsa_sample_in_ball(const mldsa_params *p, mldsa_poly *c,
                           const uint8_t *ctilde)
 {
@@ -257,20 +230,18 @@ void mldsa_sample_in_ball(const mldsa_params *p, mldsa_poly *c,
 
     for (unsigned i = MLDSA_N - p->tau; i < MLDSA_N; i++) {
         unsigned j;
-        int reject;
         do {
             if (at == sizeof block) {
                 keccak_squeeze(&st, block, sizeof block);
                 at = 0;
             }
             j = block[at++];
-            reject = j > i;
-            MLDSA_DECLASSIFY(&reject, sizeof reject);
-        } while (reject);
+        } while (j > i);
 
-        int32_t sign = 1 - 2 * (int32_t)(signs & 1);
+        /* Steps 9-10; c[i] is still 0 here. */
+        c->c[i] = c->c[j];
+        c->c[j] = 1 - 2 * (int32_t)(signs & 1);
         signs >>= 1;
-        mldsa_ball_swap(c, i, j, sign);
     }
 
     mldsa_wipe(block, sizeof block);

@@ -1,13 +1,15 @@
 /*
  * ML-DSA signing (FIPS 204, Algorithms 2 and 7) from a key slot.
  *
- * Constant time: each attempt computes every rejection condition of
- * Algorithm 7 (steps 23 and 27) as an arithmetic mask over all
- * coefficients, and the loop branches once per attempt on the combined
- * outcome. That outcome, and so the number of attempts, is the only
- * secret-derived fact that timing shows; it is harmless because it follows
- * from public randomness and the final signature. The rejected candidates
- * themselves (y, z, w, c) never leave this file and are wiped.
+ * Constant time: each rejection check of Algorithm 7 (the z and r0 halves
+ * of step 23, then step 27) is computed as an arithmetic mask over all
+ * coefficients, and only its outcome is declassified: the attempt stops at
+ * the first check that fails. So timing shows how many attempts were made
+ * and which check rejected each, and ctilde, which is declassified once
+ * hashed. Neither says anything about the key: ctilde is a random-oracle
+ * output, and a rejected candidate is discarded whatever made it fail
+ * (CRYSTALS-Dilithium round 3 specification, section 5.5). The rejected
+ * candidates themselves (y, z, w, c) never leave this file and are wiped.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +83,7 @@ static void mldsa_challenge(const mldsa_params *p, mldsa_sign_work *s,
     keccak_finalize(&st);
     keccak_squeeze(&st, s->ctilde, p->ctilde_bytes);
     mldsa_wipe(&st, sizeof st);
+    MLDSA_DECLASSIFY(s->ctilde, p->ctilde_bytes);
 
     mldsa_sample_in_ball(p, &s->c_hat, s->ctilde);
     mldsa_ntt(&s->c_hat);
@@ -143,19 +146,26 @@ static uint32_t mldsa_make_hints(const mldsa_params *p, const mldsa_xsk *x,
     return reject | (uint32_t)((int32_t)(p->omega - ones) >> 31);
 }
 
+/* Declassify one check's outcome (see the top of this file): 1 to reject. */
+static int mldsa_rejected(uint32_t mask)
+{
+    MLDSA_DECLASSIFY(&mask, sizeof mask);
+    return mask != 0;
+}
+
 /* One pass of the loop of Algorithm 7 (steps 10-32) with counter kappa.
- * Returns 1 and writes sig when the candidate is accepted, else 0. */
+ * Returns 1 and writes sig when the candidate is accepted, else 0. The
+ * checks run cheapest first, and each later one needs the earlier ones'
+ * work. */
 static int mldsa_attempt(const mldsa_params *p, uint8_t *sig,
                          const mldsa_xsk *x, mldsa_sign_work *s,
                          const uint8_t mu[MLDSA_CRH_BYTES], unsigned kappa)
 {
     mldsa_commit(p, x, s, kappa);
     mldsa_challenge(p, s, mu);
-    uint32_t reject = mldsa_make_z(p, x, s);
-    reject |= mldsa_subtract_cs2(p, x, s);
-    reject |= mldsa_make_hints(p, x, s);
-    MLDSA_DECLASSIFY(&reject, sizeof reject);
-    if (reject != 0) {
+    if (mldsa_rejected(mldsa_make_z(p, x, s)) ||
+        mldsa_rejected(mldsa_subtract_cs2(p, x, s)) ||
+        mldsa_rejected(mldsa_make_hints(p, x, s))) {
         return 0;
     }
 

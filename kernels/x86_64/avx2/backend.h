@@ -9,7 +9,7 @@
  * ML-DSA's ExpandMask); the 4-way rejection samplers of ML-KEM's matrix and of
  * ML-DSA's ExpandA and ExpandS; ML-KEM's NTT, inverse NTT, base-case products
  * and CBD sampler for eta = 2; ML-DSA's NTT, inverse NTT, pointwise products
- * and SampleInBall swap. Everything else runs the reference.
+ * and Decompose. Everything else runs the reference.
  */
 #ifndef PQC_X86_64_AVX2_BACKEND_H
 #define PQC_X86_64_AVX2_BACKEND_H
@@ -63,10 +63,6 @@ int pqc_avx2_mldsa_ntt(void *poly);
 int pqc_avx2_mldsa_invntt(void *poly);
 int pqc_avx2_mldsa_pointwise(void *out, const void *a, const void *b,
                              int accumulate);
-
-/* SampleInBall's constant-time swap, as the reference's (mldsa_sample.c):
- * c[i] = c[j], c[j] = sign, for j <= i, touching every position <= i. */
-int pqc_avx2_mldsa_ball_swap(void *poly, unsigned i, unsigned j, int32_t sign);
 
 /* Decompose of 256 values in [0, q): r1 and r0 as mldsa_decompose (either
  * may be NULL); declines a gamma2 other than (q - 1) / 32 or / 88. */

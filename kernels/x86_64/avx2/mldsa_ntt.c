@@ -252,42 +252,6 @@ PQC_TARGET_AVX2 int pqc_avx2_mldsa_pointwise(void *out, const void *a,
     return PQC_IMPL_SERVED;
 }
 
-/* SampleInBall's swap (FIPS 204, Algorithm 29, steps 9-10) for a secret
- * j <= i: c[i] = c[j], then c[j] = sign. Every position up to i is read
- * and written whatever j is; j only meets a vector compare. Positions
- * past i in the last vector are rewritten with their own values. */
-PQC_TARGET_AVX2 int pqc_avx2_mldsa_ball_swap(void *poly, unsigned i, unsigned j,
-                                             int32_t sign)
-{
-    mldsa_poly *c = poly;
-    const __m256i at = _mm256_set1_epi32((int32_t)j);
-    const __m256i first = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    __m256i moved = _mm256_setzero_si256();
-    unsigned vectors = i / 8 + 1;
-
-    for (unsigned v = 0; v < vectors; v++) {
-        __m256i idx = _mm256_add_epi32(first, _mm256_set1_epi32(8 * (int)v));
-        __m256i x = _mm256_loadu_si256((const __m256i *)&c->c[8 * v]);
-
-        moved = _mm256_or_si256(
-            moved, _mm256_and_si256(x, _mm256_cmpeq_epi32(idx, at)));
-    }
-    moved = _mm256_or_si256(moved, _mm256_permute2x128_si256(moved, moved, 1));
-    moved = _mm256_or_si256(moved, _mm256_shuffle_epi32(moved, 0x4E));
-    moved = _mm256_or_si256(moved, _mm256_shuffle_epi32(moved, 0xB1));
-    c->c[i] = _mm256_cvtsi256_si32(moved);
-
-    for (unsigned v = 0; v < vectors; v++) {
-        __m256i idx = _mm256_add_epi32(first, _mm256_set1_epi32(8 * (int)v));
-        __m256i x = _mm256_loadu_si256((const __m256i *)&c->c[8 * v]);
-
-        x = _mm256_blendv_epi8(x, _mm256_set1_epi32(sign),
-                               _mm256_cmpeq_epi32(idx, at));
-        _mm256_storeu_si256((__m256i *)&c->c[8 * v], x);
-    }
-    return PQC_IMPL_SERVED;
-}
-
 /* Decompose (FIPS 204, Algorithm 36) of 256 values in [0, q), lane-wise
  * as mldsa_decompose: x = r + gamma2 - 1; hi = floor(x / 2 gamma2) by the
  * power of two shifted out and a multiply and shift for the odd part
