@@ -128,6 +128,9 @@ int mldsa_sign_mu(unsigned ps, uint8_t *sig, const uint8_t *sk,
                   const uint8_t mu[64], const uint8_t rnd[32]);
 int mldsa_verify_mu(unsigned ps, const uint8_t *pk, const uint8_t mu[64],
                     const uint8_t *sig, size_t siglen);
+int mldsa_verify(unsigned ps, const uint8_t *pk, const uint8_t *msg,
+                 size_t mlen, const uint8_t *ctx, size_t ctxlen,
+                 const uint8_t *sig, size_t siglen);
 int mldsa_tr_from_pk(unsigned ps, uint8_t tr[64], const uint8_t *pk);
 void mldsa_compute_mu(uint8_t mu[64], const uint8_t tr[64],
                       const uint8_t *mprime, size_t mlen);

@@ -1,4 +1,4 @@
-"""The HTTP edge: FastAPI routes of protocol.md, errors and the body cap.
+"""The HTTP edge: the routes of protocol.md, errors and the body cap.
 
 Only this module knows about HTTP. Every failure becomes protocol.md's JSON
 error (``{"error": {"code", "message"}}``) through one table; anything
@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import State
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -66,53 +67,87 @@ def error_response(
     return JSONResponse(body, status_code=STATUS[code], headers=headers)
 
 
-def _from_exception(exc: Exception) -> JSONResponse:
-    """The one table from exceptions to protocol.md's error codes."""
+def _classify(exc: Exception) -> tuple[str, str, dict[str, str] | None]:
+    """The one table from exceptions to protocol.md's (code, message, headers)."""
     if isinstance(exc, ProtocolError):
-        return error_response(exc.code, str(exc))
+        return exc.code, str(exc), None
     if isinstance(exc, QueueFull):
         retry = str(max(1, round(exc.retry_after)))
-        return error_response("overloaded", str(exc), {"Retry-After": retry})
+        return "overloaded", str(exc), {"Retry-After": retry}
     if isinstance(exc, StoreUnavailable):
         # The store's own sentences say what is wrong and carry no secrets.
-        return error_response("unavailable", str(exc), {"Retry-After": "1"})
+        return "unavailable", str(exc), {"Retry-After": "1"}
     if isinstance(exc, BackendUnavailable | EngineClosed):
-        return error_response("unavailable", "No crypto backend can serve this now.")
+        return "unavailable", "No crypto backend can serve this now.", None
     if isinstance(exc, InvalidInput):
-        return error_response("bad_request", str(exc))
+        return "bad_request", str(exc), None
     if isinstance(exc, UnsupportedParameterSet):
-        return error_response("no_common_suite", str(exc))
+        return "no_common_suite", str(exc), None
     logger.error("Unexpected %s while serving a request.", type(exc).__name__)
-    return error_response("internal_error", "The server failed unexpectedly.")
+    return "internal_error", "The server failed unexpectedly.", None
 
 
-class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes before reading them whole.
+def _from_exception(exc: Exception) -> JSONResponse:
+    return error_response(*_classify(exc))
 
-    A declared Content-Length over the limit is refused at once; a chunked
-    body is read chunk by chunk and refused as soon as it passes the limit.
-    An accepted body is replayed to the app, which never sees a partial one.
+
+# The three POST routes of every handshake. The edge serves them itself:
+# FastAPI's routing, dependency and serialisation layers cost more than the
+# handshake's own Python, and this is the path a gateway runs thousands of
+# times a second. Everything else goes through FastAPI.
+HANDSHAKE_ROUTES: dict[str, Callable[[HandshakeService, dict], Awaitable[dict]]] = {
+    "/api/pqc/handshake/hello": HandshakeService.hello,
+    "/api/pqc/handshake/key-exchange": HandshakeService.key_exchange,
+    "/api/pqc/session/verify": HandshakeService.verify_session,
+}
+
+
+class Edge:
+    """The first layer of every HTTP request.
+
+    It refuses request bodies over ``limit`` bytes before reading them
+    whole: a declared Content-Length over the limit at once, a chunked body
+    as soon as it passes the limit. Then it answers the handshake's own
+    routes (``HANDSHAKE_ROUTES``) directly from ``state.service`` and hands
+    every other request, its body replayed whole, to ``app``.
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, state: State) -> None:
         self.app = app
         self.limit = limit
+        self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        route = HANDSHAKE_ROUTES.get(scope["path"])
+        if route is not None and scope["method"] != "POST":
+            message = "That method is not allowed."
+            await _send_error(send, "method_not_allowed", message, {"Allow": "POST"})
+            return
         declared = _content_length(scope)
         if declared is not None and declared > self.limit:
-            await self._refuse(scope, receive, send)
+            await self._refuse(send)
             return
         body = await self._read(receive)
         if body is _DISCONNECTED:
             return  # the client left mid-body: nothing to answer, nothing to do
         if body is None:
-            await self._refuse(scope, receive, send)
+            await self._refuse(send)
             return
-        await self.app(scope, _replay(body, receive), send)
+        if route is None:
+            await self.app(scope, _replay(body, receive), send)
+            return
+        await self._serve(route, body, send)
+
+    async def _serve(self, route, body: bytes, send: Send) -> None:
+        try:
+            answer = await route(self.state.service, _parse_json(body))
+        except Exception as exc:
+            await _send_error(send, *_classify(exc))
+            return
+        await _send_json(send, 200, answer)
 
     async def _read(self, receive: Receive) -> bytes | object | None:
         """The whole body; None if over the limit; _DISCONNECTED if cut short."""
@@ -129,13 +164,35 @@ class BodyLimit:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(
-            "request_too_large",
-            f"The request body is over the limit of {self.limit} bytes.",
-            {"Connection": "close"},
-        )
-        await response(scope, receive, send)
+    async def _refuse(self, send: Send) -> None:
+        message = f"The request body is over the limit of {self.limit} bytes."
+        await _send_error(send, "request_too_large", message, {"Connection": "close"})
+
+
+async def _send_json(
+    send: Send, status: int, content: object, headers: dict[str, str] | None = None
+) -> None:
+    """A JSON response, encoded exactly as Starlette's JSONResponse does."""
+    body = json.dumps(
+        content, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+    ).encode("utf-8")
+    raw = [
+        (b"content-length", str(len(body)).encode("latin-1")),
+        (b"content-type", b"application/json"),
+    ]
+    raw += [
+        (k.lower().encode("latin-1"), v.encode("latin-1"))
+        for k, v in (headers or {}).items()
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_error(
+    send: Send, code: str, message: str, headers: dict[str, str] | None = None
+) -> None:
+    body = {"error": {"code": code, "message": message}}
+    await _send_json(send, STATUS[code], body, headers)
 
 
 _DISCONNECTED = object()
@@ -164,8 +221,7 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _json_body(request: Request) -> dict:
-    raw = await request.body()
+def _parse_json(raw: bytes) -> dict:
     try:
         # protocol.md: strings are UTF-8, so the body is decoded as UTF-8 only
         # (json.loads alone would also guess UTF-16 and UTF-32).
@@ -228,7 +284,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _install_handlers(app)
     _install_routes(app)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(Edge, limit=settings.max_body_bytes, state=app.state)
     return app
 
 
@@ -263,9 +319,6 @@ def _install_handlers(app: FastAPI) -> None:
         return _from_exception(exc)
 
 
-Handler = Callable[[Request], Awaitable[object]]
-
-
 def _install_routes(app: FastAPI) -> None:
     def svc(request: Request) -> HandshakeService:
         return request.app.state.service
@@ -273,18 +326,6 @@ def _install_routes(app: FastAPI) -> None:
     @app.get("/api/pqc/keys")
     async def keys(request: Request) -> dict:
         return svc(request).keys_document()
-
-    @app.post("/api/pqc/handshake/hello")
-    async def hello(request: Request) -> dict:
-        return await svc(request).hello(await _json_body(request))
-
-    @app.post("/api/pqc/handshake/key-exchange")
-    async def key_exchange(request: Request) -> dict:
-        return await svc(request).key_exchange(await _json_body(request))
-
-    @app.post("/api/pqc/session/verify")
-    async def verify(request: Request) -> dict:
-        return await svc(request).verify_session(await _json_body(request))
 
     @app.delete("/api/pqc/session/{session_id}", status_code=204)
     async def delete(request: Request, session_id: str) -> Response:

@@ -48,14 +48,26 @@ class Suite:
 
     @property
     def hash_len(self) -> int:
-        return hashlib.new(self.hash_name).digest_size
+        return _HASHES[self.hash_name].digest_size
 
     @property
     def aead_key_len(self) -> int:
         return 16 if self.aead == "AES-128-GCM" else 32
 
     def hash(self, data: bytes) -> bytes:
-        return hashlib.new(self.hash_name, data).digest()
+        return _HASHES[self.hash_name].new(data).digest()
+
+
+class _Hash:
+    """A hash function's constructor and size, looked up once per name:
+    ``hashlib.new(name)`` costs more than the hashing of a transcript."""
+
+    def __init__(self, name: str) -> None:
+        self.new = getattr(hashlib, name)
+        self.digest_size = self.new().digest_size
+
+
+_HASHES = {name: _Hash(name) for name in ("sha256", "sha384")}
 
 
 SUITES: dict[str, Suite] = {
@@ -81,7 +93,6 @@ SUITES: dict[str, Suite] = {
 }  # fmt: skip
 DEFAULT_SUITE = "MLKEM768-MLDSA65-AES256GCM-SHA384"
 
-_B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _B64URL_ID = re.compile(r"[A-Za-z0-9_-]{22}")
 
 
@@ -106,13 +117,14 @@ def b64decode(value: object, field: str, length: int | None = None) -> bytes:
     """
     if not isinstance(value, str):
         raise ProtocolError(f"The field {field!r} must be a base64 string.")
-    if len(value) % 4 or not _B64.fullmatch(value):
-        raise ProtocolError(f"The field {field!r} is not canonical base64.")
     try:
-        data = base64.b64decode(value, validate=True)
+        # strict_mode refuses characters outside the alphabet (whitespace,
+        # "-" and "_" included) and misplaced padding.
+        data = binascii.a2b_base64(value, strict_mode=True)
     except (binascii.Error, ValueError):
         raise ProtocolError(f"The field {field!r} is not canonical base64.") from None
-    if base64.b64encode(data).decode("ascii") != value:
+    # Re-encoding catches the rest: missing padding, non-zero trailing bits.
+    if binascii.b2a_base64(data, newline=False) != value.encode("ascii"):
         raise ProtocolError(f"The field {field!r} is not canonical base64.")
     if length is not None and len(data) != length:
         raise ProtocolError(
@@ -182,7 +194,7 @@ def transcript_hash(
 
 
 def hkdf_extract(suite: Suite, salt: bytes, ikm: bytes) -> bytes:
-    return hmac.new(salt, ikm, suite.hash_name).digest()
+    return hmac.digest(salt, ikm, suite.hash_name)
 
 
 def hkdf_expand(suite: Suite, prk: bytes, info: bytes, length: int) -> bytes:
@@ -191,7 +203,7 @@ def hkdf_expand(suite: Suite, prk: bytes, info: bytes, length: int) -> bytes:
         raise ValueError("HKDF-Expand cannot produce more than 255 blocks.")
     out, block, counter = b"", b"", 1
     while len(out) < length:
-        block = hmac.new(prk, block + info + bytes([counter]), suite.hash_name).digest()
+        block = hmac.digest(prk, block + info + bytes([counter]), suite.hash_name)
         out += block
         counter += 1
     return out[:length]
@@ -235,13 +247,13 @@ def derive_keys(
 
 
 def client_verify_data(suite: Suite, keys: KeySchedule, th: bytes) -> bytes:
-    return hmac.new(keys.client_finished_key, th, suite.hash_name).digest()
+    return hmac.digest(keys.client_finished_key, th, suite.hash_name)
 
 
 def server_verify_data(
     suite: Suite, keys: KeySchedule, th: bytes, client_vd: bytes
 ) -> bytes:
-    return hmac.new(keys.server_finished_key, th + client_vd, suite.hash_name).digest()
+    return hmac.digest(keys.server_finished_key, th + client_vd, suite.hash_name)
 
 
 # -- proof of possession (section 4) --------------------------------------
@@ -262,7 +274,7 @@ def session_mac(
         + enc(str(timestamp))
         + enc(nonce)
     )
-    return hmac.new(auth_key, data, suite.hash_name).digest()
+    return hmac.digest(auth_key, data, suite.hash_name)
 
 
 def constant_time_equal(a: bytes, b: bytes) -> bool:

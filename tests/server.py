@@ -51,9 +51,11 @@ def server_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
     Settings the developer happens to export must not leak into a test
     server; stdout is unbuffered so the log file is current while it runs.
+    The access log is on, so that ``internal_errors`` sees every 500.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("PQC_")}
     env["PYTHONUNBUFFERED"] = "1"
+    env["PQC_ACCESS_LOG"] = "true"
     env.update(extra or {})
     return env
 

@@ -20,6 +20,7 @@ def test_defaults_work_on_a_bare_machine() -> None:
         "ML-DSA-65",
     )
     assert settings.session_ttl_seconds == 3600
+    assert settings.access_log is False
 
 
 def test_environment_overrides() -> None:
@@ -31,6 +32,7 @@ def test_environment_overrides() -> None:
         "PQC_OFFLOAD": "off",
         "PQC_SESSION_TTL_SECONDS": "10.5",
         "PQC_KEY_DIR": "/tmp/somewhere",
+        "PQC_ACCESS_LOG": "true",
     }
     settings = Settings.from_env(env)
 
@@ -40,6 +42,7 @@ def test_environment_overrides() -> None:
     assert settings.engine.offload == "off"
     assert settings.session_ttl_seconds == 10.5
     assert settings.key_dir == "/tmp/somewhere"
+    assert settings.access_log is True
 
 
 @pytest.mark.parametrize(

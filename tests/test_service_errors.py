@@ -369,7 +369,14 @@ def test_unknown_session_is_unknown_session_for_verify_and_delete(
 
 def test_unknown_route_and_method_use_the_error_body(http: httpx.Client) -> None:
     assert_error(http.get("/api/pqc/nothing-here"), 404, "not_found")
-    assert_error(http.get("/api/pqc/handshake/hello"), 405, "method_not_allowed")
+    for path in (
+        "/api/pqc/handshake/hello",
+        "/api/pqc/handshake/key-exchange",
+        "/api/pqc/session/verify",
+    ):
+        response = http.get(path)
+        assert_error(response, 405, "method_not_allowed")
+        assert response.headers["allow"] == "POST"
 
 
 # -- body limit ---------------------------------------------------------------
