@@ -21,7 +21,7 @@ SECONDS = float(os.environ.get("PQC_BENCH_SECONDS", "10"))
 CONCURRENCY = int(os.environ.get("PQC_BENCH_CONCURRENCY", "64"))
 
 
-@pytest.mark.parametrize("offload", ["off"])
+@pytest.mark.parametrize("offload", ["off", "on"])
 def test_handshakes_per_second(benchmark, offload: str) -> None:
     env = {"PQC_OFFLOAD": offload, "PQC_LOG_LEVEL": "warning"}
     with ServerProcess(env) as server:

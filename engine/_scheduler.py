@@ -101,8 +101,21 @@ class Scheduler:
                 )
             request = _Request(lane, time.monotonic())
             queue.items.append(request)
-            self._cond.notify()
+            if self._wakes_dispatcher(queue):
+                self._cond.notify()
         return request.future
+
+    def _wakes_dispatcher(self, queue: _Queue) -> bool:
+        """Whether the lane just queued changes what the dispatcher waits for.
+
+        Only a first lane (a new deadline, or an idle queue to run at once)
+        or a full batch does; otherwise the dispatcher already sleeps until
+        this queue's deadline or a batch's completion, and waking it per lane
+        would cost a thread switch for nothing.
+        """
+        if queue.inflight >= self.max_inflight:
+            return False
+        return len(queue.items) == 1 or len(queue.items) >= self.batch_max
 
     def has_room(self, which: Callable[[OpKey], bool]) -> bool:
         """Whether every existing queue that ``which`` selects is below its bound."""

@@ -22,6 +22,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from engine import params as P
+from engine._bridge import Inbox
 from engine._scheduler import Scheduler
 from engine._stats import Statistics
 from engine.backends.base import Backend, check_bytes
@@ -104,6 +105,7 @@ class Engine:
         self._slots = itertools.count(1)
         self._keys: dict[int, tuple[str, bytes]] = {}
         self._lock = threading.Lock()
+        self._inboxes: dict[asyncio.AbstractEventLoop, Inbox] = {}
         self._scheduler: Scheduler | None = None
         self._started = False
         self._closed = False
@@ -188,7 +190,19 @@ class Engine:
 
     async def run(self, kind: Kind | str, param: str, lane: tuple) -> object:
         """Run one lane inside a batch and return its result."""
-        return await asyncio.wrap_future(self.submit(kind, param, lane))
+        future = self.submit(kind, param, lane)
+        return await self._inbox(asyncio.get_running_loop()).wait(future)
+
+    def _inbox(self, loop: asyncio.AbstractEventLoop) -> Inbox:
+        """The inbox of ``loop``; those of closed loops are dropped."""
+        inbox = self._inboxes.get(loop)
+        if inbox is None:
+            with self._lock:
+                self._inboxes = {
+                    k: v for k, v in self._inboxes.items() if not k.is_closed()
+                }
+                inbox = self._inboxes.setdefault(loop, Inbox(loop))
+        return inbox
 
     def run_sync(
         self, kind: Kind | str, param: str, lane: tuple, timeout: float | None = None

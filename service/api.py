@@ -18,9 +18,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.datastructures import State
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from engine import Engine
 from engine.errors import (
@@ -108,14 +107,13 @@ class Edge:
     It refuses request bodies over ``limit`` bytes before reading them
     whole: a declared Content-Length over the limit at once, a chunked body
     as soon as it passes the limit. Then it answers the handshake's own
-    routes (``HANDSHAKE_ROUTES``) directly from ``state.service`` and hands
+    routes (``HANDSHAKE_ROUTES``) directly from the app's service and hands
     every other request, its body replayed whole, to ``app``.
     """
 
-    def __init__(self, app: ASGIApp, limit: int, state: State) -> None:
+    def __init__(self, app: FastAPI, limit: int) -> None:
         self.app = app
         self.limit = limit
-        self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -143,7 +141,7 @@ class Edge:
 
     async def _serve(self, route, body: bytes, send: Send) -> None:
         try:
-            answer = await route(self.state.service, _parse_json(body))
+            answer = await route(self.app.state.service, _parse_json(body))
         except Exception as exc:
             await _send_error(send, *_classify(exc))
             return
@@ -254,8 +252,12 @@ def _build_state(settings: Settings) -> tuple[Engine, KeyStore, SessionStore]:
     return engine, keys, store
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The ASGI application; settings come from ``PQC_*`` when not given."""
+def create_app(settings: Settings | None = None) -> Edge:
+    """The ASGI application; settings come from ``PQC_*`` when not given.
+
+    It is the ``Edge`` in front of the FastAPI app (``.app``), outside
+    every framework layer, so the handshake's routes pay for none of them.
+    """
     settings = settings or Settings.from_env()
 
     @asynccontextmanager
@@ -284,8 +286,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _install_handlers(app)
     _install_routes(app)
-    app.add_middleware(Edge, limit=settings.max_body_bytes, state=app.state)
-    return app
+    return Edge(app, limit=settings.max_body_bytes)
 
 
 async def _rotation_loop(keys: KeyStore) -> None:

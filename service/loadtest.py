@@ -1,8 +1,11 @@
 """``pqc-engine loadtest``: concurrent whole handshakes against a server.
 
-N clients each loop over complete handshakes (keys pinned once, then hello,
-key-exchange, verify) for T seconds, running the client SDK's handshake
-state machine (``ClientHandshake``) over lean keep-alive connections. The report
+N clients each loop over complete handshakes for T seconds: keys pinned
+once, then hello and key-exchange, checked to the end as the SDK's
+``handshake()`` does (protocol.md sections 2 and 3), and with ``verify``
+also one session call (``POST /api/pqc/session/verify``, section 4) on each
+new session. They run the client SDK's handshake state machine
+(``ClientHandshake``) over lean keep-alive connections. The report
 gives handshakes per second, latency percentiles, errors by code, and the
 mean batch size the server's engine formed during the run (from
 ``GET /api/pqc/stats`` before and after).
@@ -37,6 +40,7 @@ class LoadReport:
     duration_s: float
     suites: list[str]
     processes: int = 1
+    verify: bool = False
     handshakes: int = 0
     handshakes_per_s: float = 0.0
     latency_ms: dict[str, float] = field(default_factory=dict)
@@ -53,6 +57,8 @@ class LoadReport:
         lines = [
             f"url            {self.url}",
             f"concurrency    {self.concurrency} ({self.processes} client processes)",
+            "per handshake  hello, key-exchange"
+            + (", session verify" if self.verify else ""),
             f"duration       {self.duration_s:.1f} s",
             f"handshakes     {self.handshakes}",
             f"rate           {self.handshakes_per_s:.1f} handshakes/s",
@@ -82,18 +88,20 @@ class _Client:
     spends its CPU on the protocol rather than on the HTTP library.
     """
 
-    def __init__(self, url: str, pins: dict, suites: list[str]) -> None:
+    def __init__(self, url: str, pins: dict, suites: list[str], verify: bool) -> None:
         self._conn = RawConnection(url)
         self._pins = pins
         self._suites = suites
+        self._verify = verify
 
-    async def handshake_and_verify(self) -> None:
+    async def handshake(self) -> None:
         state = ClientHandshake(self._suites, self._pins)
         hello = await self._call("/api/pqc/handshake/hello", state.hello_request())
         request = state.key_exchange_request(hello)
         answer = await self._call("/api/pqc/handshake/key-exchange", request)
         session = state.finish(answer)
-        await self._call("/api/pqc/session/verify", verify_request(session))
+        if self._verify:
+            await self._call("/api/pqc/session/verify", verify_request(session))
 
     async def _call(self, path: str, body: dict) -> dict:
         status, _, answer = await self._conn.request("POST", path, body)
@@ -114,7 +122,7 @@ async def _worker(
         while time.monotonic() < deadline:
             start = time.perf_counter()
             try:
-                await client.handshake_and_verify()
+                await client.handshake()
             except ClientError as exc:
                 errors[exc.code] += 1
                 await asyncio.sleep(0.01)
@@ -132,7 +140,11 @@ async def _worker(
 
 
 async def _load(
-    url: str, concurrency: int, duration: float, suites: list[str] | None
+    url: str,
+    concurrency: int,
+    duration: float,
+    suites: list[str] | None,
+    verify: bool,
 ) -> tuple[list[float], Counter[str]]:
     """One process's share: ``concurrency`` clients for ``duration`` seconds."""
     async with httpx.AsyncClient(base_url=url, timeout=30.0) as http:
@@ -141,7 +153,7 @@ async def _load(
     latencies: list[float] = []
     errors: Counter[str] = Counter()
     deadline = time.monotonic() + duration
-    clients = [_Client(url, pins, chosen) for _ in range(concurrency)]
+    clients = [_Client(url, pins, chosen, verify) for _ in range(concurrency)]
     await asyncio.gather(*(_worker(c, deadline, latencies, errors) for c in clients))
     return latencies, errors
 
@@ -160,11 +172,13 @@ def run_load(
     duration: float,
     suites: list[str] | None = None,
     processes: int = 1,
+    verify: bool = False,
 ) -> LoadReport:
     """Run the load and return its report; the server must already be up.
 
     With ``processes`` > 1 the clients are spread over that many processes,
     so that the client side's Python does not cap what the server can show.
+    With ``verify`` each handshake is followed by one session verify call.
     """
     if concurrency < 1 or duration <= 0 or not 1 <= processes <= concurrency:
         raise ValueError("Concurrency, duration and processes must be positive.")
@@ -174,11 +188,11 @@ def run_load(
     before = _stats(url)
     started = time.monotonic()
     if processes == 1:
-        parts = [_load_in_process((url, concurrency, duration, suites))]
+        parts = [_load_in_process((url, concurrency, duration, suites, verify))]
     else:
         context = multiprocessing.get_context("spawn")
         with context.Pool(processes) as pool:
-            jobs = [(url, share, duration, suites) for share in shares]
+            jobs = [(url, share, duration, suites, verify) for share in shares]
             parts = pool.map(_load_in_process, jobs)
     elapsed = time.monotonic() - started
     after = _stats(url)
@@ -190,6 +204,7 @@ def run_load(
         url, concurrency, elapsed, chosen, latencies, errors, before, after
     )
     report.processes = processes
+    report.verify = verify
     return report
 
 
@@ -217,7 +232,12 @@ def _report(url, concurrency, elapsed, suites, latencies, errors, before, after)
 
 def main(args) -> int:
     report = run_load(
-        args.url, args.concurrency, args.duration, args.suite, args.processes
+        args.url,
+        args.concurrency,
+        args.duration,
+        args.suite,
+        args.processes,
+        args.verify,
     )
     print(report.render())
     if args.json:

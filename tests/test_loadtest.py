@@ -25,6 +25,24 @@ def test_short_load_completes_handshakes(default_server) -> None:
 
 
 @pytest.mark.timeout(60)
+def test_verify_adds_one_session_call_per_handshake(default_server) -> None:
+    def verify_calls() -> int:  # from the server's access log
+        return default_server.log_text().count("POST /api/pqc/session/verify")
+
+    before = verify_calls()
+    plain = run_load(default_server.url, concurrency=2, duration=0.5)
+    between = verify_calls()
+    checked = run_load(default_server.url, concurrency=2, duration=0.5, verify=True)
+
+    assert between == before and plain.verify is False
+    assert checked.verify is True and checked.handshakes > 0
+    assert checked.errors == {}
+    assert verify_calls() - between == checked.handshakes
+    assert "session verify" in checked.render()
+    assert "session verify" not in plain.render()
+
+
+@pytest.mark.timeout(60)
 def test_cli_writes_json(default_server, tmp_path, capsys) -> None:
     out = tmp_path / "load.json"
     code = main(
