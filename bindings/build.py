@@ -3,12 +3,15 @@
 ``pip install .`` and ``pip install -e .`` run it through setup.py's
 ``cffi_modules``: it compiles the portable kernels (``kernels/ref``), the
 dispatch table (``kernels/dispatch.c``), the native backends this machine
-can build (``kernels/x86_64/avx2`` on x86-64) and the host device runtime
-(``kernels/host``) into one extension module with nothing but a C compiler.
-A native backend is compiled with per-function target attributes, not
-global flags, so the module still loads on a CPU without the feature; the
-dispatch probe picks the backend at run time. After editing the C, run
-``pip install -e .`` again (a few seconds) to rebuild it.
+can build (``kernels/x86_64/avx2`` and ``kernels/x86_64/avx512`` on x86-64,
+each announced to the dispatch table by a ``PQC_BACKEND_<NAME>`` macro) and
+the host device runtime (``kernels/host``) into one extension module with
+nothing but a C compiler. A native backend is compiled with per-function
+target attributes, not global flags, so the module still loads on a CPU
+without the feature (an x86-64 CPU without AVX-512, or without AVX2); the
+dispatch probe picks the backend at run time by CPUID, and
+``PQC_KERNEL_IMPL`` caps its choice (``kernels/dispatch.h``). After editing
+the C, run ``pip install -e .`` again (a few seconds) to rebuild it.
 
 The declarations below are checked against the headers by the compiler
 (API mode): a mismatch in a signature or constant fails the build.
@@ -138,9 +141,12 @@ void mldsa_compute_mu(uint8_t mu[64], const uint8_t tr[64],
 
 
 def _native_backends() -> list[str]:
-    """The backends of ``kernels/`` that this machine's compiler can build."""
+    """The backends of ``kernels/`` that this machine's compiler can build.
+
+    The avx512 backend runs on top of the avx2 one, so it comes with it.
+    """
     if platform.machine().lower() in ("x86_64", "amd64"):
-        return ["avx2"]
+        return ["avx2", "avx512"]
     return []
 
 

@@ -4,17 +4,25 @@
  *
  * Two stages, as the layout of kernels/ says: the build decides which
  * backends exist (bindings/build.py compiles kernels/x86_64/avx2 and
- * defines PQC_BACKEND_AVX2 on x86-64), and one probe at first use picks
- * among them by CPUID. The portable reference in kernels/ref is always
- * compiled and is the default; a backend declares what it covers by the
- * entries it fills. An entry left NULL, or one that returns
- * PQC_IMPL_DECLINED, means the reference runs instead: fallback is a
- * return value. Every entry must give byte-identical results to the
- * reference, and is as constant-time as the reference it replaces.
+ * kernels/x86_64/avx512 on x86-64 and defines PQC_BACKEND_AVX2 and
+ * PQC_BACKEND_AVX512), and one probe at first use picks among them by
+ * CPUID. The portable reference in kernels/ref is always compiled and is
+ * the default; a backend declares what it covers by the entries it fills.
+ * An entry left NULL, or one that returns PQC_IMPL_DECLINED, means the
+ * reference runs instead: fallback is a return value. Every entry must
+ * give byte-identical results to the reference, and is as constant-time
+ * as the reference it replaces.
  *
- * The environment variable PQC_KERNEL_IMPL, read once by the probe, forces
- * a choice: "ref" for the reference, "avx2" for AVX2 when the CPU has it;
- * unset or "auto" takes the best the CPU supports.
+ * The backends, best first: "avx512" (AVX-512F, VL and BW, with the OS
+ * saving the ZMM and mask registers, plus all that avx2 needs) takes the
+ * avx2 table and replaces the entries it does better; "avx2" (AVX2, BMI1,
+ * BMI2, POPCNT); "ref".
+ *
+ * The environment variable PQC_KERNEL_IMPL, read once by the probe, caps
+ * the choice: "ref" forces the reference; "avx2" allows at most AVX2, so
+ * it forces AVX2 on a CPU with AVX-512; "avx512", "auto", unset or any
+ * other value take the best the CPU supports. A name the CPU cannot run
+ * falls to the best one below it.
  */
 #ifndef PQC_DISPATCH_H
 #define PQC_DISPATCH_H
@@ -32,13 +40,20 @@
 #define PQC_IMPL_WAYS 4
 
 typedef struct pqc_impl {
-    const char *name; /* "ref" or "avx2" */
+    const char *name; /* "ref", "avx2" or "avx512" */
 
     /* Zero len bytes at p in a way the compiler keeps (secret scratch). */
     void (*wipe)(void *p, size_t len);
 
     /* Keccak-f[1600] on one state, in and out (FIPS 202, Algorithm 7). */
     void (*keccak_f1600)(uint64_t s[25]);
+
+    /* Keccak-f[1600] on four states at once, in and out: s[4 i + j] is
+     * lane i of state j. The native 4-way sponges and samplers
+     * (x86_64/avx2/keccak4x.c) run whichever permutation this names, so a
+     * backend with a faster permutation reuses them whole. Only native
+     * backends fill it; the reference never calls it. */
+    void (*keccak_f1600_x4)(uint64_t s[4 * 25]);
 
     /* out[j] = SHAKE(in[j], outlen bytes) for j < PQC_IMPL_WAYS, every
      * input inlen bytes; rate 168 is SHAKE128, 136 SHAKE256. */
@@ -106,7 +121,7 @@ typedef struct pqc_impl {
  * NULL, which every caller treats as "reference". */
 const pqc_impl *pqc_impl_get(void) __attribute__((weak));
 
-/* The name of the chosen implementation: "ref" or "avx2". */
+/* The name of the chosen implementation: "ref", "avx2" or "avx512". */
 const char *pqc_impl_name(void) __attribute__((weak));
 
 static inline const pqc_impl *pqc_impl_active(void)

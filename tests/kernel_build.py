@@ -46,23 +46,30 @@ def build_kernels(
     cdef: str,
     sources: list[str] | tuple[str, ...],
     headers: list[str] | tuple[str, ...] | None = None,
+    defines: tuple[str, ...] = (),
 ) -> ModuleType:
     """Compile ``sources`` and return the extension module (``.ffi``, ``.lib``).
 
     ``name`` is the module name (a Python identifier), ``cdef`` the C
     declarations the tests call, ``sources`` file names under
     ``kernels/ref``. ``headers`` are included by the generated wrapper; by
-    default, every ``.h`` beside a source with the same stem.
+    default, every ``.h`` beside a source with the same stem. ``defines``
+    names macros defined for every source (``PQC_BACKEND_AVX2`` links the
+    dispatch table with that backend).
     """
     if headers is None:
         stems = (Path(s).with_suffix(".h") for s in sources)
         headers = [str(h) for h in stems if (REF_DIR / h).is_file()]
-    return _build_cached(name, cdef, tuple(sources), tuple(headers))
+    return _build_cached(name, cdef, tuple(sources), tuple(headers), defines)
 
 
 @functools.cache
 def _build_cached(
-    name: str, cdef: str, sources: tuple[str, ...], headers: tuple[str, ...]
+    name: str,
+    cdef: str,
+    sources: tuple[str, ...],
+    headers: tuple[str, ...],
+    defines: tuple[str, ...],
 ) -> ModuleType:
     ffi = cffi.FFI()
     ffi.cdef(cdef)
@@ -71,6 +78,7 @@ def _build_cached(
         "".join(f'#include "{h}"\n' for h in headers),
         sources=[str(REF_DIR / s) for s in sources],
         include_dirs=[str(d) for d in INCLUDE_DIRS],
+        define_macros=[(d, None) for d in defines],
         extra_compile_args=list(COMPILE_ARGS),
     )
 

@@ -8,8 +8,11 @@ The oracle links without the dispatch table: its weak reference to
 ``pqc_impl_get`` stays null (Python loads extensions RTLD_LOCAL, so the
 extension's definition is not visible to it) and it always runs the reference.
 
-Run the whole kernel suite once more with ``PQC_KERNEL_IMPL=ref`` to check the
-reference path of the extension against the ACVP vectors as well.
+On a CPU with AVX-512 the extension picks the avx512 backend, which reuses
+most of this one; tests/test_kernels_avx512.py runs the whole-operation checks
+under each backend. Run the whole kernel suite once more with
+``PQC_KERNEL_IMPL=ref`` to check the reference path of the extension against
+the ACVP vectors as well.
 """
 
 from __future__ import annotations
@@ -64,12 +67,24 @@ needs_avx2 = pytest.mark.skipif(
     not HAS_AVX2,
     reason="The AVX2 backend needs an x86-64 CPU with AVX2, BMI1, BMI2 and POPCNT.",
 )
+# The avx512 backend's further needs (kernels/dispatch.c).
+AVX512_FEATURES = AVX2_FEATURES | {"avx512f", "avx512vl", "avx512bw"}
+HAS_AVX512 = HAS_AVX2 and _cpu_flags() >= AVX512_FEATURES
 FORCED = os.environ.get("PQC_KERNEL_IMPL", "")
+
+
+def expected_impl(forced: str) -> str:
+    """The probe's choice under ``PQC_KERNEL_IMPL=forced``: a cap, best first."""
+    if HAS_AVX512 and forced not in ("ref", "avx2"):
+        return "avx512"
+    return "avx2" if HAS_AVX2 and forced != "ref" else "ref"
+
 
 KECCAK_CDEF = """
 typedef struct {
     uint64_t s[100];
     unsigned rate;
+    void (*permute)(uint64_t s[100]);
 } pqc_keccakx4;
 void keccak_f1600(uint64_t s[25]);
 void shake128(uint8_t *out, size_t outlen, const uint8_t *in, size_t inlen);
@@ -436,7 +451,7 @@ def test_rejection_parsers_keep_what_the_scalar_rule_keeps(poly, scheme):
 
 def test_extension_reports_the_chosen_implementation():
     name = ext_ffi.string(ext_lib.pqc_impl_name()).decode()
-    expected = "avx2" if HAS_AVX2 and FORCED != "ref" else "ref"
+    expected = expected_impl(FORCED)
     assert name == expected
     with Device(threads=1) as dev:
         assert dev.info().implementation == expected
@@ -571,23 +586,24 @@ def test_sig_matches_reference(device, oracle, params, n):
 # -- Constant time under valgrind, with the AVX2 paths in
 
 
-def _build_ct_harness(tmp_path: Path, source: str, define: str) -> str:
+def build_ct_harness(
+    tmp_path: Path, source: str, define: str, backends: tuple[str, ...] = ("avx2",)
+) -> str:
     """The reference kernels' valgrind harness, linked with the dispatch table
-    and the AVX2 backend, so that the probe picks AVX2 (valgrind emulates
-    AVX2, BMI1 and BMI2) and memcheck watches the fast paths."""
+    and the named x86-64 backends, so that the probe picks the best of them
+    that valgrind's CPU offers (it emulates AVX2, BMI1 and BMI2) and memcheck
+    watches the fast paths."""
     cc = shutil.which("gcc")
     if cc is None:
         pytest.skip("gcc is needed to build the C harness.")
     harness, program = tmp_path / "harness.c", tmp_path / "harness"
     harness.write_text(source)
     kernels = ROOT / "kernels"
-    sources = [
-        *sorted(REF_DIR.glob("*.c")),
-        kernels / "dispatch.c",
-        *sorted(AVX2_DIR.glob("*.c")),
-    ]
+    sources = [*sorted(REF_DIR.glob("*.c")), kernels / "dispatch.c"]
+    for backend in backends:
+        sources += sorted((kernels / "x86_64" / backend).glob("*.c"))
     flags = [*COMPILE_ARGS, "-g", "-pthread", "-DNDEBUG", f"-D{define}"]
-    flags.append("-DPQC_BACKEND_AVX2")
+    flags += [f"-DPQC_BACKEND_{b.upper()}" for b in backends]
     includes = [f"-I{d}" for d in (*INCLUDE_DIRS, kernels)]
     subprocess.run(
         [cc, *flags, *includes, str(harness), *map(str, sources), "-o", str(program)],
@@ -611,7 +627,7 @@ def test_no_secret_dependent_branches_under_valgrind(tmp_path, source, define):
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         pytest.skip("valgrind is needed for the constant-time check.")
-    program = _build_ct_harness(tmp_path, source, define)
+    program = build_ct_harness(tmp_path, source, define)
     env = {k: v for k, v in os.environ.items() if k != "PQC_KERNEL_IMPL"}
     run = subprocess.run(
         [valgrind, "-q", "--error-exitcode=99", program],

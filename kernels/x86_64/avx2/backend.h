@@ -5,9 +5,11 @@
  * found AVX2, BMI1, BMI2 and POPCNT.
  *
  * Covered: wiping scratch memory; the scalar Keccak-f[1600] under every
- * SHA3/SHAKE call; 4-way SHAKE for equal-length inputs (ML-KEM's CBD PRFs,
- * ML-DSA's ExpandMask); the 4-way rejection samplers of ML-KEM's matrix and of
- * ML-DSA's ExpandA and ExpandS; ML-KEM's NTT, inverse NTT, base-case products
+ * SHA3/SHAKE call; the 4-way Keccak-f[1600]; 4-way SHAKE for equal-length
+ * inputs (ML-KEM's CBD PRFs, ML-DSA's ExpandMask); the 4-way rejection
+ * samplers of ML-KEM's matrix and of ML-DSA's ExpandA and ExpandS (the
+ * sponges and samplers run the table's 4-way permutation, which the
+ * avx512 backend replaces); ML-KEM's NTT, inverse NTT, base-case products
  * and CBD sampler for eta = 2; ML-DSA's NTT, inverse NTT, pointwise products
  * and Decompose. Everything else runs the reference.
  */

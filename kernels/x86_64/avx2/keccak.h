@@ -21,9 +21,16 @@
 /* The largest rate of the sponges here (SHAKE128's). */
 #define KECCAK_X4_MAX_RATE 168
 
+/* A 4-way permutation on s, in and out. */
+typedef void (*pqc_keccakx4_permutation)(uint64_t s[4 * 25]);
+
 typedef struct {
     _Alignas(32) uint64_t s[4 * 25];
     unsigned rate; /* bytes per block */
+    /* The permutation this sponge runs, taken from the dispatch table when
+     * it starts (kernels/dispatch.h, keccak_f1600_x4): AVX-512's when the
+     * probe picked that backend, else the AVX2 one below. */
+    pqc_keccakx4_permutation permute;
 } pqc_keccakx4;
 
 /* Keccak-f[1600] (FIPS 202, Algorithm 7) on one state, in and out. */
