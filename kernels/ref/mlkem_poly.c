@@ -175,39 +175,110 @@ void mlkem_poly_sample_ntt_n(mlkem_poly *p, const uint8_t rho[32],
     }
 }
 
-/* ByteEncode_d (FIPS 203, Algorithm 5): bit j of value i is bit d i + j of
- * the output, least significant first. Values must be below 2^d. The loop
- * shape depends on d only. */
-static void pack_bits(uint8_t *out, const uint16_t v[MLKEM_N], unsigned d)
-{
-    uint32_t acc = 0;
-    unsigned held = 0;
+/*
+ * ByteEncode_d and ByteDecode_d (FIPS 203, Algorithms 5 and 6): bit j of
+ * value i is bit d i + j of the bytes, least significant first. Values go
+ * eight at a time, as eight d-bit values fill exactly d bytes; with d a
+ * constant (the switches below, one case per width FIPS 203 uses) the
+ * compiler resolves every shift. The loop shape depends on d only.
+ */
+#define MLKEM_GROUP 8
 
-    for (unsigned i = 0; i < MLKEM_N; i++) {
-        acc |= (uint32_t)v[i] << held;
-        held += d;
-        while (held >= 8) {
-            *out++ = (uint8_t)acc;
-            acc >>= 8;
-            held -= 8;
+static inline __attribute__((always_inline)) void
+pack_width(uint8_t *out, const uint16_t v[MLKEM_N], unsigned d)
+{
+    for (unsigned i = 0; i < MLKEM_N; i += MLKEM_GROUP) {
+        uint64_t acc = 0;
+        unsigned held = 0;
+
+#pragma GCC unroll 8
+        for (unsigned k = 0; k < MLKEM_GROUP; k++) {
+            acc |= (uint64_t)v[i + k] << held;
+            held += d;
+#pragma GCC unroll 4
+            while (held >= 8) {
+                *out++ = (uint8_t)acc;
+                acc >>= 8;
+                held -= 8;
+            }
         }
     }
 }
 
-/* ByteDecode_d (FIPS 203, Algorithm 6) without the final mod q. */
+/* Without the final mod q of ByteDecode_12. */
+static inline __attribute__((always_inline)) void
+unpack_width(uint16_t v[MLKEM_N], const uint8_t *in, unsigned d)
+{
+    for (unsigned i = 0; i < MLKEM_N; i += MLKEM_GROUP) {
+        uint64_t acc = 0;
+        unsigned held = 0;
+
+#pragma GCC unroll 8
+        for (unsigned k = 0; k < MLKEM_GROUP; k++) {
+#pragma GCC unroll 4
+            while (held < d) {
+                acc |= (uint64_t)*in++ << held;
+                held += 8;
+            }
+            v[i + k] = (uint16_t)(acc & ((1u << d) - 1));
+            acc >>= d;
+            held -= d;
+        }
+    }
+}
+
+/* Values must be below 2^d. */
+static void pack_bits(uint8_t *out, const uint16_t v[MLKEM_N], unsigned d)
+{
+    switch (d) {
+    case 1:
+        pack_width(out, v, 1);
+        break;
+    case 4:
+        pack_width(out, v, 4);
+        break;
+    case 5:
+        pack_width(out, v, 5);
+        break;
+    case 10:
+        pack_width(out, v, 10);
+        break;
+    case 11:
+        pack_width(out, v, 11);
+        break;
+    case 12:
+        pack_width(out, v, 12);
+        break;
+    default:
+        pack_width(out, v, d);
+        break;
+    }
+}
+
 static void unpack_bits(uint16_t v[MLKEM_N], const uint8_t *in, unsigned d)
 {
-    uint32_t acc = 0;
-    unsigned held = 0;
-
-    for (unsigned i = 0; i < MLKEM_N; i++) {
-        while (held < d) {
-            acc |= (uint32_t)*in++ << held;
-            held += 8;
-        }
-        v[i] = (uint16_t)(acc & ((1u << d) - 1));
-        acc >>= d;
-        held -= d;
+    switch (d) {
+    case 1:
+        unpack_width(v, in, 1);
+        break;
+    case 4:
+        unpack_width(v, in, 4);
+        break;
+    case 5:
+        unpack_width(v, in, 5);
+        break;
+    case 10:
+        unpack_width(v, in, 10);
+        break;
+    case 11:
+        unpack_width(v, in, 11);
+        break;
+    case 12:
+        unpack_width(v, in, 12);
+        break;
+    default:
+        unpack_width(v, in, d);
+        break;
     }
 }
 
@@ -215,15 +286,40 @@ static void unpack_bits(uint16_t v[MLKEM_N], const uint8_t *in, unsigned d)
  * 2^d for odd q (FIPS 203, equation 4.7). The division is mlkem_div_q's
  * multiply and shift, since x may be secret (the decrypted message, u and v
  * of a re-encryption). */
+static inline __attribute__((always_inline)) void
+compress_width(uint16_t v[MLKEM_N], const mlkem_poly *p, unsigned d)
+{
+    for (unsigned i = 0; i < MLKEM_N; i++) {
+        uint32_t scaled = ((uint32_t)p->c[i] << d) + MLKEM_HALF_Q;
+        v[i] = (uint16_t)(mlkem_div_q(scaled) & ((1u << d) - 1));
+    }
+}
+
 void mlkem_poly_compress_encode(uint8_t *out, const mlkem_poly *p, unsigned d)
 {
     uint16_t v[MLKEM_N];
 
     assert(d >= 1 && d <= 11);
     MLKEM_ASSERT_CANONICAL(p);
-    for (unsigned i = 0; i < MLKEM_N; i++) {
-        uint32_t scaled = ((uint32_t)p->c[i] << d) + MLKEM_HALF_Q;
-        v[i] = (uint16_t)(mlkem_div_q(scaled) & ((1u << d) - 1));
+    switch (d) {
+    case 1:
+        compress_width(v, p, 1);
+        break;
+    case 4:
+        compress_width(v, p, 4);
+        break;
+    case 5:
+        compress_width(v, p, 5);
+        break;
+    case 10:
+        compress_width(v, p, 10);
+        break;
+    case 11:
+        compress_width(v, p, 11);
+        break;
+    default:
+        compress_width(v, p, d);
+        break;
     }
 
     pack_bits(out, v, d);
