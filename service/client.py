@@ -9,11 +9,12 @@ first contact. A hello signed by a key that is not pinned aborts.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +108,24 @@ def _kernel_verify(sig: str, pk: bytes, signature: bytes, message: bytes) -> boo
     return status == lib.PQC_OK
 
 
+@contextlib.contextmanager
+def _answer(what: str) -> Iterator[None]:
+    """Turn the Python error a malformed ``what`` causes into HandshakeError.
+
+    A broken or hostile server must not crash the caller with a KeyError or
+    TypeError from deep inside the checks; every refusal is one exception.
+    """
+    try:
+        yield
+    except HandshakeError:
+        raise
+    except (ProtocolError, KeyError, TypeError, AttributeError, ValueError) as exc:
+        # ValueError includes UnicodeError and json.JSONDecodeError.
+        raise HandshakeError(
+            f"The server's {what} is malformed ({type(exc).__name__})."
+        ) from None
+
+
 class ClientError(PqcError):
     """The server refused a request; ``code`` and ``status`` say how."""
 
@@ -146,12 +165,15 @@ class Session:
 def pins_from_document(document: Mapping[str, Any]) -> dict[str, PinnedKey]:
     """Pins from a keys document (``GET /api/pqc/keys`` or ``keys export``)."""
     pins: dict[str, PinnedKey] = {}
-    for entry in document.get("signature_keys", []):
-        public = b64decode(entry["public_key"], "public_key")
-        key_id = hashlib.sha256(public).digest()[:16].hex()
-        if key_id != entry["key_id"]:
-            raise HandshakeError("A published key_id does not match its public key.")
-        pins[key_id] = PinnedKey(key_id, entry["algorithm"], public)
+    with _answer("keys document"):
+        for entry in document.get("signature_keys", []):
+            public = b64decode(entry["public_key"], "public_key")
+            key_id = hashlib.sha256(public).digest()[:16].hex()
+            if key_id != entry["key_id"]:
+                raise HandshakeError(
+                    "A published key_id does not match its public key."
+                )
+            pins[key_id] = PinnedKey(key_id, str(entry["algorithm"]), public)
     return pins
 
 
@@ -198,6 +220,10 @@ class ClientHandshake:
 
     def key_exchange_request(self, hello: Mapping[str, Any]) -> dict[str, Any]:
         """Check the server hello's signature, then encapsulate and finish."""
+        with _answer("hello"):
+            return self._key_exchange_request(hello)
+
+    def _key_exchange_request(self, hello: Mapping[str, Any]) -> dict[str, Any]:
         suite, sh, signature = self._check_hello(hello)
         ek = b64decode(hello["kem_public_key"], "kem_public_key")
         shared, ciphertext = _encapsulate(suite.kem, ek)
@@ -220,6 +246,10 @@ class ClientHandshake:
 
     def finish(self, answer: Mapping[str, Any]) -> Session:
         """Check the server's verify data; return the established session."""
+        with _answer("key-exchange answer"):
+            return self._finish(answer)
+
+    def _finish(self, answer: Mapping[str, Any]) -> Session:
         got = b64decode(answer["server_verify_data"], "server_verify_data")
         want = pr.server_verify_data(self._suite, self._keys, self._th, self._client_vd)
         if not pr.constant_time_equal(got, want):
@@ -381,7 +411,8 @@ class PqcClient(_Common):
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         response = self._http.request(method, path, json=body)
         _raise_for_error(response)
-        return response.json()
+        with _answer(f"answer to {path}"):
+            return response.json()
 
 
 class AsyncPqcClient(_Common):
@@ -442,7 +473,8 @@ class AsyncPqcClient(_Common):
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
         response = await self._http.request(method, path, json=body)
         _raise_for_error(response)
-        return response.json()
+        with _answer(f"answer to {path}"):
+            return response.json()
 
 
 __all__ = [

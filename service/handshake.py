@@ -133,8 +133,9 @@ class HandshakeService:
         handshake_id = pr.new_id(os.urandom(pr.ID_BYTES))
         server_random = os.urandom(pr.RANDOM_BYTES)
 
-        pair = await self.engine.kem_keygen(suite.kem)
+        # X25519 first: a share it refuses then costs no KEM key generation.
         server_share, x_secret = _x25519(suite, client_share)
+        pair = await self.engine.kem_keygen(suite.kem)
 
         ch = pr.client_hello(client_random, offered, client_share)
         sh = pr.server_hello(

@@ -8,13 +8,16 @@ new session. They run the client SDK's handshake state machine
 (``ClientHandshake``) over lean keep-alive connections. The report
 gives handshakes per second, latency percentiles, errors by code, and the
 mean batch size the server's engine formed during the run (from
-``GET /api/pqc/stats`` before and after).
+``GET /api/pqc/stats`` before and after; that route answers for the worker
+process that takes the call, so with several workers the server figures
+are one worker's, or mixed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import multiprocessing
 import time
 from collections import Counter
@@ -64,8 +67,12 @@ class LoadReport:
             f"rate           {self.handshakes_per_s:.1f} handshakes/s",
             f"latency        p50 {lat.get('p50', 0.0):.1f} ms  "
             f"p95 {lat.get('p95', 0.0):.1f} ms  p99 {lat.get('p99', 0.0):.1f} ms",
-            f"server batches {self.server_batches} "
-            f"(mean size {self.server_mean_batch_size:.2f})",
+            (
+                f"server batches {self.server_batches} "
+                f"(mean size {self.server_mean_batch_size:.2f})"
+                if self.server_operations
+                else "server batches unknown (no statistics from the server)"
+            ),
             "errors         "
             + (
                 ", ".join(f"{k}: {v}" for k, v in sorted(self.errors.items())) or "none"
@@ -106,13 +113,18 @@ class _Client:
     async def _call(self, path: str, body: dict) -> dict:
         status, _, answer = await self._conn.request("POST", path, body)
         if status >= 400:
-            error = (answer or {}).get("error", {})
-            code = error.get("code", f"http_{status}")
-            raise ClientError(error.get("message", ""), code, status)
+            raise ClientError("", _error_code(answer, status), status)
         return answer
 
     async def close(self) -> None:
         await self._conn.close()
+
+
+def _error_code(answer: object, status: int) -> str:
+    """protocol.md's error code from an error body, or ``http_<status>``."""
+    error = answer.get("error") if isinstance(answer, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) else f"http_{status}"
 
 
 async def _worker(
@@ -174,8 +186,17 @@ def _fast_loop():
     return uvloop.new_event_loop
 
 
-def _stats(url: str) -> dict:
-    return httpx.get(url.rstrip("/") + "/api/pqc/stats", timeout=30.0).json()
+def _stats(url: str) -> dict | None:
+    """The server's engine statistics, or None when it cannot give them (a
+    server gone mid-run must not cost the run's report)."""
+    try:
+        stats = httpx.get(url.rstrip("/") + "/api/pqc/stats", timeout=30.0).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    ok = isinstance(stats, dict) and all(
+        isinstance(stats.get(k), int) for k in ("batches", "operations")
+    )
+    return stats if ok else None
 
 
 def run_load(
@@ -192,7 +213,11 @@ def run_load(
     so that the client side's Python does not cap what the server can show.
     With ``verify`` each handshake is followed by one session verify call.
     """
-    if concurrency < 1 or duration <= 0 or not 1 <= processes <= concurrency:
+    if (
+        concurrency < 1
+        or not 0 < duration < math.inf
+        or not 1 <= processes <= concurrency
+    ):
         raise ValueError("Concurrency, duration and processes must be positive.")
     shares = [concurrency // processes] * processes
     for i in range(concurrency % processes):
@@ -222,8 +247,10 @@ def run_load(
 
 def _report(url, concurrency, elapsed, suites, latencies, errors, before, after):
     ordered = sorted(latencies)
-    batches = after["batches"] - before["batches"]
-    operations = after["operations"] - before["operations"]
+    batches = operations = 0
+    if before is not None and after is not None:
+        batches = after["batches"] - before["batches"]
+        operations = after["operations"] - before["operations"]
     return LoadReport(
         url=url,
         concurrency=concurrency,

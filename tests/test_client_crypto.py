@@ -70,3 +70,62 @@ def test_a_short_key_is_refused(encapsulate) -> None:
 def test_openssl_path_cannot_serve_mlkem512() -> None:
     with pytest.raises(HandshakeError, match="kernel extension"):
         client._openssl_encapsulate("ML-KEM-512", bytes(800))
+
+
+# -- malformed answers are refused as HandshakeError ---------------------------
+
+
+@pytest.fixture
+def pinned() -> dict:
+    key = mldsa.MLDSA65PrivateKey.from_seed_bytes(bytes(32))
+    public = key.public_key().public_bytes_raw()
+    return {"k1": client.PinnedKey("k1", "ML-DSA-65", public)}
+
+
+HELLO_OK = {
+    "handshake_id": "A" * 22,
+    "server_random": "A" * 44,
+    "suite": "MLKEM768-MLDSA65-AES256GCM-SHA384",
+    "kem_public_key": "AAAA",
+    "x25519_share": None,
+    "signature_key_id": "k1",
+    "signature": "AAAA",
+}
+
+
+@pytest.mark.parametrize(
+    "hello",
+    [
+        [],
+        None,
+        "text",
+        {**HELLO_OK, "signature_key_id": []},
+        {**HELLO_OK, "handshake_id": 7},
+        {**HELLO_OK, "handshake_id": "\ud800"},
+        {k: v for k, v in HELLO_OK.items() if k != "kem_public_key"},
+        {**HELLO_OK, "signature": "not base64!"},
+        {**HELLO_OK, "server_random": "AAAA"},
+    ],
+)
+def test_a_malformed_hello_is_a_handshake_error(pinned, hello) -> None:
+    state = client.ClientHandshake(["MLKEM768-MLDSA65-AES256GCM-SHA384"], pinned)
+
+    with pytest.raises(HandshakeError):
+        state.key_exchange_request(hello)
+
+
+@pytest.mark.parametrize("answer", [[], {}, {"server_verify_data": 5}])
+def test_a_malformed_key_exchange_answer_is_a_handshake_error(pinned, answer) -> None:
+    state = client.ClientHandshake(["MLKEM768-MLDSA65-AES256GCM-SHA384"], pinned)
+
+    with pytest.raises(HandshakeError):
+        state.finish(answer)
+
+
+@pytest.mark.parametrize(
+    "document",
+    ["x", {"signature_keys": [{}]}, {"signature_keys": [{"public_key": 5}]}],
+)
+def test_a_malformed_keys_document_is_a_handshake_error(document) -> None:
+    with pytest.raises(HandshakeError):
+        client.pins_from_document(document)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from service.cli import main
-from service.loadtest import run_load
+from service.loadtest import _error_code, _report, run_load
 
 
 @pytest.mark.timeout(60)
@@ -61,3 +61,30 @@ def test_refused_handshakes_are_counted_by_code(default_server) -> None:
 
     assert report.handshakes == 0
     assert report.errors.get("no_common_suite", 0) > 0
+
+
+@pytest.mark.parametrize("duration", [float("nan"), float("inf"), 0.0, -1.0])
+def test_durations_must_be_finite_and_positive(duration) -> None:
+    with pytest.raises(ValueError):
+        run_load("http://127.0.0.1:9", 1, duration)
+
+
+@pytest.mark.parametrize(
+    ("answer", "code"),
+    [
+        ({"error": {"code": "overloaded", "message": "x"}}, "overloaded"),
+        ({"error": "boom"}, "http_500"),
+        ([1, 2], "http_500"),
+        (None, "http_500"),
+        ({"error": {"code": 5}}, "http_500"),
+    ],
+)
+def test_error_codes_from_any_error_body(answer, code) -> None:
+    assert _error_code(answer, 500) == code
+
+
+def test_a_report_without_server_statistics_says_so() -> None:
+    report = _report("http://x", 2, 1.0, ["S"], [0.01, 0.02], {}, None, None)
+
+    assert report.handshakes == 2 and report.server_batches == 0
+    assert "server batches unknown" in report.render()

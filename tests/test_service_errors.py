@@ -291,9 +291,12 @@ def test_x25519_share_absent_with_a_hybrid_suite_is_bad_request(
 
 
 def test_low_order_x25519_share_is_refused(http: httpx.Client) -> None:
-    # The all-zero point gives an all-zero shared secret, which must abort.
+    # The all-zero point gives an all-zero shared secret, which must abort,
+    # before the server spends a KEM key generation on the hello.
+    before = http.get("/api/pqc/stats").json()["operations"]
     body = _hello_body(suites=[HYBRID], x25519_share=b64(bytes(32)))
     assert_error(http.post("/api/pqc/handshake/hello", json=body), 400, "bad_request")
+    assert http.get("/api/pqc/stats").json()["operations"] == before
 
 
 @pytest.mark.parametrize(
