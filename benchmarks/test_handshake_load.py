@@ -32,7 +32,7 @@ def test_handshakes_per_second(benchmark, offload: str) -> None:
             rounds=1,
             iterations=1,
         )
-    print("\n" + report.render())
+    print(f"\noffload {offload}\n" + report.render())
 
     assert report.handshakes > 0 and not report.errors
     benchmark.extra_info.update(

@@ -407,7 +407,7 @@ class BenchReport:
         notes = [
             f"cpu: {m['cpu_model']}, {m['cores']} cores; "
             f"flags: {' '.join(f for f in CPU_FLAGS if m['cpu_flags'][f]) or 'none'}",
-            f"ops/s: median of {self.plan.rounds} rounds of "
+            f"ops/s: median of {self.plan.rounds} round(s) of "
             f"{self.plan.seconds:g} s per point; ms: one run_batch call",
         ]
         for name, info in m["backends"].items():

@@ -26,8 +26,12 @@ ensure_venv() {
     fi
     local stamp="$VENV/.pqc-installed-$extras"
     local newest
-    newest="$(find "$ROOT/pyproject.toml" "$ROOT/kernels" "$ROOT/bindings" \
-        -newer "$stamp" -print -quit 2>/dev/null || true)"
+    # Sources only: the install itself rewrites the built module in bindings/,
+    # which must not make the other script's stamp look stale.
+    newest="$(find "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT/kernels" \
+        "$ROOT/bindings/build.py" -newer "$stamp" \
+        \( -name '*.c' -o -name '*.h' -o -name '*.py' -o -name '*.toml' \) \
+        -print -quit 2>/dev/null || true)"
     if [ ! -f "$stamp" ] || [ -n "$newest" ]; then
         "$VENV/bin/python" -m pip install --quiet --upgrade pip
         "$VENV/bin/python" -m pip install --quiet -e "$ROOT[$extras]"

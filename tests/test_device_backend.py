@@ -690,3 +690,16 @@ def test_64_threads_making_their_first_call_at_once_agree_with_one_thread(device
     errors = [r for r in results if isinstance(r, BaseException)]
     assert not errors, errors[:3]
     assert results == expected
+
+
+def test_an_unknown_kernel_cap_is_named_in_a_warning(monkeypatch, caplog):
+    # The kernels read PQC_KERNEL_IMPL once per process and ignore a name
+    # they do not know; the backend says so instead of staying silent.
+    monkeypatch.setenv("PQC_KERNEL_IMPL", "avx1024")
+    with caplog.at_level("WARNING", logger="engine.backends.device"):
+        backend = DeviceBackend(EngineConfig())
+    backend.close()
+
+    assert "PQC_KERNEL_IMPL='avx1024' is not one of auto, avx2, avx512, ref" in (
+        caplog.text
+    )

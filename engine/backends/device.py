@@ -47,6 +47,8 @@ from engine.ops import (
 
 logger = logging.getLogger(__name__)
 
+# What PQC_KERNEL_IMPL may say (kernels/dispatch.h); the kernels read it.
+KERNEL_IMPL_CAPS = frozenset({"auto", "", "ref", "avx2", "avx512"})
 _TR_BYTES = 64  # tr = H(pk, 64), FIPS 204 Algorithm 6, step 6
 _MU_BYTES = 64
 
@@ -107,6 +109,13 @@ class DeviceBackend(Backend):
         self._timeout_ms = config.device_timeout_ms
         self._device = runtime.Device(config.device_id, config.device_threads)
         self._info = self._device.info()
+        cap = os.environ.get("PQC_KERNEL_IMPL", "auto")
+        if cap not in KERNEL_IMPL_CAPS:
+            logger.warning(
+                "PQC_KERNEL_IMPL=%r is not one of %s; the best the CPU has is used.",
+                cap,
+                ", ".join(sorted(KERNEL_IMPL_CAPS - {""})),
+            )
         logger.info(
             "Device runtime %s opened: kernels %s, %d worker threads.",
             self._info.name,
