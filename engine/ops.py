@@ -113,6 +113,14 @@ class OpKey(NamedTuple):
 # Lane fields that are not byte strings; every other field must be bytes-like.
 _NON_BYTES_FIELDS = {"slot", "mode"}
 
+# Lane types with byte fields only: one whose fields are all bytes or None is
+# already normal, which is every lane on the hot path (a backend re-checks
+# lanes that the engine normalised when they were submitted).
+_BYTES_ONLY_LANES = frozenset(
+    t for t in INPUT_TYPES.values() if not _NON_BYTES_FIELDS & set(t._fields)
+)
+_NORMAL_TYPES = frozenset({bytes, type(None)})
+
 
 def normalise_lane(lane: tuple) -> tuple:
     """The lane with every bytes-like field as ``bytes``; TypeError otherwise.
@@ -121,6 +129,8 @@ def normalise_lane(lane: tuple) -> tuple:
     strided memoryview) is refused here, for that caller alone, instead of
     failing a batch that other callers share.
     """
+    if type(lane) in _BYTES_ONLY_LANES and _NORMAL_TYPES.issuperset(map(type, lane)):
+        return lane
     changes = {}
     for name, value in zip(lane._fields, lane, strict=True):
         if name in _NON_BYTES_FIELDS or value is None or type(value) is bytes:

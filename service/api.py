@@ -62,8 +62,12 @@ ROTATION_CHECK_SECONDS = 60.0
 def error_response(
     code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    body = {"error": {"code": code, "message": message}}
-    return JSONResponse(body, status_code=STATUS[code], headers=headers)
+    return JSONResponse(_error_body(code, message), STATUS[code], headers)
+
+
+def _error_body(code: str, message: str) -> dict:
+    """protocol.md's error shape."""
+    return {"error": {"code": code, "message": message}}
 
 
 def _classify(exc: Exception) -> tuple[str, str, dict[str, str] | None]:
@@ -189,8 +193,7 @@ async def _send_json(
 async def _send_error(
     send: Send, code: str, message: str, headers: dict[str, str] | None = None
 ) -> None:
-    body = {"error": {"code": code, "message": message}}
-    await _send_json(send, STATUS[code], body, headers)
+    await _send_json(send, STATUS[code], _error_body(code, message), headers)
 
 
 _DISCONNECTED = object()

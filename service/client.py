@@ -173,7 +173,7 @@ def pins_from_document(document: Mapping[str, Any]) -> dict[str, PinnedKey]:
                 raise HandshakeError(
                     "A published key_id does not match its public key."
                 )
-            pins[key_id] = PinnedKey(key_id, str(entry["algorithm"]), public)
+            pins[key_id] = PinnedKey(key_id, entry["algorithm"], public)
     return pins
 
 
@@ -307,15 +307,27 @@ class ClientHandshake:
             raise HandshakeError("The X25519 shared secret is all zero.") from None
 
 
+def client_error(body: object, status: int) -> ClientError:
+    """The refusal an error answer states (protocol.md's ``{"error": {"code",
+    "message"}}``), or ``http_<status>`` when its body says nothing usable."""
+    error = body.get("error") if isinstance(body, dict) else None
+    fields = error if isinstance(error, dict) else {}
+    code, message = fields.get("code"), fields.get("message")
+    if not isinstance(code, str):
+        code = f"http_{status}"
+    if not isinstance(message, str):
+        message = f"HTTP {status}"
+    return ClientError(message, code, status)
+
+
 def _raise_for_error(response: httpx.Response) -> None:
     if response.status_code < 400:
         return
     try:
-        error = response.json()["error"]
-        code, message = error["code"], error["message"]
-    except (ValueError, KeyError, TypeError):
-        code, message = "http_error", f"HTTP {response.status_code}"
-    raise ClientError(message, code, response.status_code)
+        body = response.json()
+    except ValueError:
+        body = None
+    raise client_error(body, response.status_code)
 
 
 def _delete_headers(session: Session) -> dict[str, str]:

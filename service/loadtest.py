@@ -30,6 +30,7 @@ from service.client import (
     ClientError,
     ClientHandshake,
     HandshakeError,
+    client_error,
     pins_from_document,
     verify_request,
 )
@@ -113,18 +114,11 @@ class _Client:
     async def _call(self, path: str, body: dict) -> dict:
         status, _, answer = await self._conn.request("POST", path, body)
         if status >= 400:
-            raise ClientError("", _error_code(answer, status), status)
+            raise client_error(answer, status)
         return answer
 
     async def close(self) -> None:
         await self._conn.close()
-
-
-def _error_code(answer: object, status: int) -> str:
-    """protocol.md's error code from an error body, or ``http_<status>``."""
-    error = answer.get("error") if isinstance(answer, dict) else None
-    code = error.get("code") if isinstance(error, dict) else None
-    return code if isinstance(code, str) else f"http_{status}"
 
 
 async def _worker(

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from service.cli import main
-from service.loadtest import _error_code, _report, run_load
+from service.client import client_error
+from service.loadtest import _report, run_load
 
 
 @pytest.mark.timeout(60)
@@ -80,7 +81,7 @@ def test_durations_must_be_finite_and_positive(duration) -> None:
     ],
 )
 def test_error_codes_from_any_error_body(answer, code) -> None:
-    assert _error_code(answer, 500) == code
+    assert client_error(answer, 500).code == code
 
 
 def test_a_report_without_server_statistics_says_so() -> None:

@@ -88,69 +88,41 @@ mldsa_unpack_width(mldsa_poly *a, const uint8_t *in, unsigned bits,
     }
 }
 
-/* Pack c[i] as base + sign * c[i] in `bits` bits, for every width FIPS 204
- * uses, each with its own constant (see above). Writes 32 * bits bytes. */
+/* Every field width FIPS 204 packs: eta (3, 4), w1 (4, 6), t1 (10), t0 (13)
+ * and z (18, 20). */
+#define MLDSA_WIDTHS(X) X(3) X(4) X(6) X(10) X(13) X(18) X(20)
+
+/* Pack c[i] as base + sign * c[i] in `bits` bits, each width FIPS 204 uses
+ * with its own constant (see above). Writes 32 * bits bytes. */
 static void mldsa_pack_fields(uint8_t *out, const mldsa_poly *a, unsigned bits,
                               int32_t base, int32_t sign)
 {
+#define MLDSA_PACK_CASE(w)                                                     \
+    case w:                                                                    \
+        mldsa_pack_width(out, a, w, base, sign);                               \
+        return;
+
     switch (bits) {
-    case 3:
-        mldsa_pack_width(out, a, 3, base, sign);
-        break;
-    case 4:
-        mldsa_pack_width(out, a, 4, base, sign);
-        break;
-    case 6:
-        mldsa_pack_width(out, a, 6, base, sign);
-        break;
-    case 10:
-        mldsa_pack_width(out, a, 10, base, sign);
-        break;
-    case 13:
-        mldsa_pack_width(out, a, 13, base, sign);
-        break;
-    case 18:
-        mldsa_pack_width(out, a, 18, base, sign);
-        break;
-    case 20:
-        mldsa_pack_width(out, a, 20, base, sign);
-        break;
-    default:
-        mldsa_pack_width(out, a, bits, base, sign);
-        break;
+        MLDSA_WIDTHS(MLDSA_PACK_CASE)
     }
+#undef MLDSA_PACK_CASE
+    mldsa_pack_width(out, a, bits, base, sign);
 }
 
 /* The inverse of mldsa_pack_fields. */
 static void mldsa_unpack_fields(mldsa_poly *a, const uint8_t *in, unsigned bits,
                                 int32_t base, int32_t sign)
 {
+#define MLDSA_UNPACK_CASE(w)                                                   \
+    case w:                                                                    \
+        mldsa_unpack_width(a, in, w, base, sign);                              \
+        return;
+
     switch (bits) {
-    case 3:
-        mldsa_unpack_width(a, in, 3, base, sign);
-        break;
-    case 4:
-        mldsa_unpack_width(a, in, 4, base, sign);
-        break;
-    case 6:
-        mldsa_unpack_width(a, in, 6, base, sign);
-        break;
-    case 10:
-        mldsa_unpack_width(a, in, 10, base, sign);
-        break;
-    case 13:
-        mldsa_unpack_width(a, in, 13, base, sign);
-        break;
-    case 18:
-        mldsa_unpack_width(a, in, 18, base, sign);
-        break;
-    case 20:
-        mldsa_unpack_width(a, in, 20, base, sign);
-        break;
-    default:
-        mldsa_unpack_width(a, in, bits, base, sign);
-        break;
+        MLDSA_WIDTHS(MLDSA_UNPACK_CASE)
     }
+#undef MLDSA_UNPACK_CASE
+    mldsa_unpack_width(a, in, bits, base, sign);
 }
 
 void mldsa_pack_t1(uint8_t *out, const mldsa_poly *t1)

@@ -227,103 +227,70 @@ unpack_width(uint16_t v[MLKEM_N], const uint8_t *in, unsigned d)
     }
 }
 
+/* Every d FIPS 203 encodes: Compress_1 of the message, d_v (4, 5), d_u
+ * (10, 11) and the 12 of whole coefficients. */
+#define MLKEM_WIDTHS(X) X(1) X(4) X(5) X(10) X(11) X(12)
+
 /* Values must be below 2^d. */
 static void pack_bits(uint8_t *out, const uint16_t v[MLKEM_N], unsigned d)
 {
+#define MLKEM_PACK_CASE(w)                                                     \
+    case w:                                                                    \
+        pack_width(out, v, w);                                                 \
+        return;
+
     switch (d) {
-    case 1:
-        pack_width(out, v, 1);
-        break;
-    case 4:
-        pack_width(out, v, 4);
-        break;
-    case 5:
-        pack_width(out, v, 5);
-        break;
-    case 10:
-        pack_width(out, v, 10);
-        break;
-    case 11:
-        pack_width(out, v, 11);
-        break;
-    case 12:
-        pack_width(out, v, 12);
-        break;
-    default:
-        pack_width(out, v, d);
-        break;
+        MLKEM_WIDTHS(MLKEM_PACK_CASE)
     }
+#undef MLKEM_PACK_CASE
+    pack_width(out, v, d);
 }
 
 static void unpack_bits(uint16_t v[MLKEM_N], const uint8_t *in, unsigned d)
 {
+#define MLKEM_UNPACK_CASE(w)                                                   \
+    case w:                                                                    \
+        unpack_width(v, in, w);                                                \
+        return;
+
     switch (d) {
-    case 1:
-        unpack_width(v, in, 1);
-        break;
-    case 4:
-        unpack_width(v, in, 4);
-        break;
-    case 5:
-        unpack_width(v, in, 5);
-        break;
-    case 10:
-        unpack_width(v, in, 10);
-        break;
-    case 11:
-        unpack_width(v, in, 11);
-        break;
-    case 12:
-        unpack_width(v, in, 12);
-        break;
-    default:
-        unpack_width(v, in, d);
-        break;
+        MLKEM_WIDTHS(MLKEM_UNPACK_CASE)
     }
+#undef MLKEM_UNPACK_CASE
+    unpack_width(v, in, d);
 }
 
 /* Compress_d(x) = round(2^d x / q) mod 2^d = floor((2^d x + 1664) / q) mod
- * 2^d for odd q (FIPS 203, equation 4.7). The division is mlkem_div_q's
- * multiply and shift, since x may be secret (the decrypted message, u and v
- * of a re-encryption). */
+ * 2^d for odd q (FIPS 203, equation 4.7), then ByteEncode_d. The division
+ * is mlkem_div_q's multiply and shift, since x may be secret (the decrypted
+ * message, u and v of a re-encryption). */
 static inline __attribute__((always_inline)) void
-compress_width(uint16_t v[MLKEM_N], const mlkem_poly *p, unsigned d)
+compress_width(uint8_t *out, const mlkem_poly *p, unsigned d)
 {
+    uint16_t v[MLKEM_N];
+
     for (unsigned i = 0; i < MLKEM_N; i++) {
         uint32_t scaled = ((uint32_t)p->c[i] << d) + MLKEM_HALF_Q;
         v[i] = (uint16_t)(mlkem_div_q(scaled) & ((1u << d) - 1));
     }
+    pack_width(out, v, d);
+    mlkem_wipe(v, sizeof(v));
 }
 
 void mlkem_poly_compress_encode(uint8_t *out, const mlkem_poly *p, unsigned d)
 {
-    uint16_t v[MLKEM_N];
-
     assert(d >= 1 && d <= 11);
     MLKEM_ASSERT_CANONICAL(p);
-    switch (d) {
-    case 1:
-        compress_width(v, p, 1);
-        break;
-    case 4:
-        compress_width(v, p, 4);
-        break;
-    case 5:
-        compress_width(v, p, 5);
-        break;
-    case 10:
-        compress_width(v, p, 10);
-        break;
-    case 11:
-        compress_width(v, p, 11);
-        break;
-    default:
-        compress_width(v, p, d);
-        break;
-    }
+#define MLKEM_COMPRESS_CASE(w)                                                 \
+    case w:                                                                    \
+        compress_width(out, p, w);                                             \
+        return;
 
-    pack_bits(out, v, d);
-    mlkem_wipe(v, sizeof(v));
+    switch (d) {
+        MLKEM_WIDTHS(MLKEM_COMPRESS_CASE)
+    }
+#undef MLKEM_COMPRESS_CASE
+    compress_width(out, p, d);
 }
 
 /* Decompress_d(y) = round(q y / 2^d) = floor((q y + 2^(d-1)) / 2^d)
