@@ -200,20 +200,6 @@ def test_four_way_shake_matches_hashlib(keccak, rate):
             assert got == [shake(x).digest(outlen) for x in inputs]
 
 
-def _c_table(path: Path, name: str) -> list[int]:
-    body = re.search(rf"{name}\[[^\]]*\] = \{{(.*?)\}};", path.read_text(), re.S)
-    assert body is not None, name
-    return [int(v.rstrip("ULul"), 0) for v in re.findall(r"0x\w+|\d+", body[1])]
-
-
-def test_step_tables_agree_with_the_reference():
-    """Round constants and rho offsets are the reference's, which its own tests
-    derive from FIPS 202."""
-    steps, ref = AVX2_DIR / "keccak_steps.h", REF_DIR / "fips202.c"
-    assert _c_table(steps, "keccak_rc") == _c_table(ref, "keccak_round_constants")
-    assert _c_table(steps, "keccak_rho") == _c_table(ref, "keccak_rho_offsets")
-
-
 # -- Arithmetic and parsers, one entry at a time
 
 POLY_CDEF = """

@@ -15,7 +15,7 @@
 
 #include <string.h>
 
-#include "keccak_steps.h"
+#include "keccak_constants.h"
 
 #define PQC_TARGET_1X __attribute__((target("bmi,bmi2")))
 
@@ -49,7 +49,7 @@ static inline PQC_TARGET_1X void round1x(const uint64_t a[25], uint64_t e[25],
         for (unsigned x = 0; x < 5; x++) {
             unsigned src = (x + 3 * y) % 5 + 5 * x;
 
-            b[x] = rotl1x(a[src] ^ d[src % 5], keccak_rho[src]);
+            b[x] = rotl1x(a[src] ^ d[src % 5], keccak_rho_offsets[src]);
         }
 #pragma GCC unroll 5
         for (unsigned x = 0; x < 5; x++) {
@@ -64,8 +64,8 @@ PQC_TARGET_1X void pqc_avx2_keccak_f1600(uint64_t s[25])
 {
     uint64_t e[25];
 
-    for (unsigned r = 0; r < KECCAK_STEP_ROUNDS; r += 2) {
-        round1x(s, e, keccak_rc[r]);
-        round1x(e, s, keccak_rc[r + 1]);
+    for (unsigned r = 0; r < KECCAK_ROUNDS; r += 2) {
+        round1x(s, e, keccak_round_constants[r]);
+        round1x(e, s, keccak_round_constants[r + 1]);
     }
 }

@@ -10,7 +10,7 @@
 #include <immintrin.h>
 #include <string.h>
 
-#include "keccak_steps.h"
+#include "keccak_constants.h"
 
 #define PQC_TARGET_AVX2 __attribute__((target("avx2")))
 
@@ -62,7 +62,7 @@ static inline PQC_TARGET_AVX2 void round4x(const __m256i a[25], __m256i e[25],
             unsigned from = (x + 3 * y) % 5 + 5 * x;
 
             b[x] = rotl4x(_mm256_xor_si256(a[from], d[from % 5]),
-                          keccak_rho[from]);
+                          keccak_rho_offsets[from]);
         }
 #pragma GCC unroll 5
         for (unsigned x = 0; x < 5; x++) {
@@ -78,9 +78,9 @@ static inline PQC_TARGET_AVX2 void permute4x(__m256i a[25])
 {
     __m256i e[25];
 
-    for (unsigned r = 0; r < KECCAK_STEP_ROUNDS; r += 2) {
-        round4x(a, e, keccak_rc[r]);
-        round4x(e, a, keccak_rc[r + 1]);
+    for (unsigned r = 0; r < KECCAK_ROUNDS; r += 2) {
+        round4x(a, e, keccak_round_constants[r]);
+        round4x(e, a, keccak_round_constants[r + 1]);
     }
 }
 

@@ -26,7 +26,7 @@
 
 #include <immintrin.h>
 
-#include "../avx2/keccak_steps.h"
+#include "keccak_constants.h"
 
 #define PQC_TARGET_AVX512 __attribute__((target("avx2,avx512f,avx512vl")))
 
@@ -71,7 +71,7 @@ static inline PQC_TARGET_AVX512 void row4x(const __m256i a[25], __m256i e[25],
     for (unsigned x = 0; x < 5; x++) {
         unsigned from = (x + 3 * y) % 5 + 5 * x;
 
-        b[x] = _mm256_rol_epi64(a[from], keccak_rho[from]);
+        b[x] = _mm256_rol_epi64(a[from], keccak_rho_offsets[from]);
     }
 #pragma GCC unroll 5
     for (unsigned x = 0; x < 5; x++) {
@@ -109,8 +109,8 @@ static inline PQC_TARGET_AVX512 void round4x(__m256i a[25], uint64_t rc)
 
 static inline PQC_TARGET_AVX512 void permute4x(__m256i a[25])
 {
-    for (unsigned r = 0; r < KECCAK_STEP_ROUNDS; r++) {
-        round4x(a, keccak_rc[r]);
+    for (unsigned r = 0; r < KECCAK_ROUNDS; r++) {
+        round4x(a, keccak_round_constants[r]);
     }
 }
 
