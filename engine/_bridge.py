@@ -1,10 +1,13 @@
 """Results crossing from the batch threads to an asyncio event loop.
 
-``asyncio.wrap_future`` wakes the loop once per lane: a batch of 64 lanes
-means 64 cross-thread wake-ups and 64 callbacks, all paid by the one thread
-that also serves every request. An ``Inbox`` collects the lanes that finish
-while a wake-up is pending and hands them over in one callback, so a batch
-costs the loop about one wake-up.
+Waking the loop once per lane (as ``asyncio.wrap_future`` does) means a batch
+of 64 lanes costs 64 cross-thread wake-ups and 64 callbacks, all paid by the
+one thread that also serves every request. An ``Inbox`` collects the lanes
+that finish while a wake-up is pending and hands them over in one callback,
+so a batch costs the loop about one wake-up. Each lane travels on a
+``Ticket``, the scheduler's sink for event-loop callers: lighter than a
+``concurrent.futures.Future``, which takes a lock and a condition at every
+step.
 """
 
 from __future__ import annotations
@@ -12,35 +15,55 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from concurrent.futures import Future
+
+
+class Ticket:
+    """One lane's way back to its inbox's loop (a scheduler sink)."""
+
+    __slots__ = ("abandoned", "inbox", "waiter")
+
+    def __init__(self, inbox: Inbox, waiter: asyncio.Future) -> None:
+        self.inbox = inbox
+        self.waiter = waiter
+        # Set on the loop's thread, read by the dispatcher: a plain flag is
+        # enough, as a lane that slips through is computed and discarded.
+        self.abandoned = False
+
+    def start(self) -> bool:
+        return not self.abandoned
+
+    def finish(self, result: object) -> None:
+        self.inbox._arrive(self.waiter, result)
 
 
 class Inbox:
-    """Delivers finished ``Future`` results into ``loop``'s own futures."""
+    """Delivers lanes' results into ``loop``'s own futures."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._lock = threading.Lock()
-        self._ready: list[tuple[Future, asyncio.Future]] = []
+        self._ready: list[tuple[asyncio.Future, object]] = []
 
-    async def wait(self, future: Future) -> object:
-        """The result of ``future``, awaited on this inbox's loop.
+    def ticket(self) -> Ticket:
+        """A new lane's ticket; call on the loop's thread."""
+        return Ticket(self, self.loop.create_future())
 
-        Cancelling the awaiting task cancels ``future`` too, so a lane still
-        queued is dropped rather than run (as with ``asyncio.wrap_future``).
+    async def wait(self, ticket: Ticket) -> object:
+        """The lane's result (or its exception), awaited on this inbox's loop.
+
+        Cancelling the awaiting task abandons the lane, so one still queued
+        is dropped rather than run.
         """
-        waiter = self.loop.create_future()
-        future.add_done_callback(lambda done: self._arrive(done, waiter))
         try:
-            return await waiter
+            return await ticket.waiter
         except asyncio.CancelledError:
-            future.cancel()
+            ticket.abandoned = True
             raise
 
-    def _arrive(self, done: Future, waiter: asyncio.Future) -> None:
-        """Called in the thread that finished ``done``."""
+    def _arrive(self, waiter: asyncio.Future, result: object) -> None:
+        """Called in the thread that finished the lane."""
         with self._lock:
-            self._ready.append((done, waiter))
+            self._ready.append((waiter, result))
             first = len(self._ready) == 1
         if first:
             # RuntimeError: the loop is closed, so nobody is waiting any more.
@@ -50,12 +73,10 @@ class Inbox:
     def _drain(self) -> None:
         with self._lock:
             ready, self._ready = self._ready, []
-        for done, waiter in ready:
+        for waiter, result in ready:
             if waiter.done():
                 continue  # its task was cancelled meanwhile
-            if done.cancelled():
-                waiter.cancel()
-            elif (exc := done.exception()) is not None:
-                waiter.set_exception(exc)
+            if isinstance(result, BaseException):
+                waiter.set_exception(result)
             else:
-                waiter.set_result(done.result())
+                waiter.set_result(result)

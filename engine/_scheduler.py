@@ -6,11 +6,12 @@ batches is running (so a lone request pays no batching delay). While a batch
 runs, newcomers accumulate and leave together: batches grow with load and
 shrink to one when the engine is quiet.
 
-Every request carries its own future, so each caller gets its own lane's
-result whatever order batches finish in. A request whose future was
-cancelled before dispatch is dropped from its batch; one cancelled while its
-batch runs is computed and its result discarded, and nobody else's result
-is affected.
+Every request carries its own sink (a ``Future`` for threads, an
+``engine._bridge.Ticket`` for an event loop), so each caller gets its own
+lane's result whatever order batches finish in. A request whose caller gave
+up before dispatch is dropped from its batch; one abandoned while its batch
+runs is computed and its result discarded, and nobody else's result is
+affected.
 
 The scheduler runs on threads, not on an event loop: the heavy work happens
 in C (OpenSSL, the kernels) with the GIL released, and callers may be
@@ -25,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Protocol
 
 from engine._stats import Statistics
 from engine.errors import EngineClosed, PqcError, QueueFull
@@ -35,12 +37,40 @@ logger = logging.getLogger(__name__)
 Executor = Callable[[OpKey, Sequence[tuple]], list[object]]
 
 
-class _Request:
-    __slots__ = ("enqueued", "future", "lane")
+class Sink(Protocol):
+    """Where one lane's result goes."""
 
-    def __init__(self, lane: tuple, now: float) -> None:
-        self.lane = lane
+    def start(self) -> bool:
+        """Called as the lane's batch forms; False drops the lane (caller left)."""
+
+    def finish(self, result: object) -> None:
+        """The lane's result, or the exception it failed with."""
+
+
+class FutureSink:
+    """A sink that fills a ``concurrent.futures.Future``, for blocking callers."""
+
+    __slots__ = ("future",)
+
+    def __init__(self) -> None:
         self.future: Future = Future()
+
+    def start(self) -> bool:
+        return self.future.set_running_or_notify_cancel()
+
+    def finish(self, result: object) -> None:
+        if isinstance(result, BaseException):
+            self.future.set_exception(result)
+        else:
+            self.future.set_result(result)
+
+
+class _Request:
+    __slots__ = ("enqueued", "lane", "sink")
+
+    def __init__(self, lane: tuple, sink: Sink, now: float) -> None:
+        self.lane = lane
+        self.sink = sink
         self.enqueued = now
 
 
@@ -86,6 +116,12 @@ class Scheduler:
 
     def submit(self, key: OpKey, lane: tuple) -> Future:
         """Queue one lane; return the future that will hold its result."""
+        sink = FutureSink()
+        self.submit_to(key, lane, sink)
+        return sink.future
+
+    def submit_to(self, key: OpKey, lane: tuple, sink: Sink) -> None:
+        """Queue one lane whose result goes to ``sink``."""
         with self._cond:
             if self._closed:
                 raise EngineClosed("The engine is closed; no new work is accepted.")
@@ -99,11 +135,9 @@ class Scheduler:
                     "retry shortly.",
                     retry_after=1.0,
                 )
-            request = _Request(lane, time.monotonic())
-            queue.items.append(request)
+            queue.items.append(_Request(lane, sink, time.monotonic()))
             if self._wakes_dispatcher(queue):
                 self._cond.notify()
-        return request.future
 
     def _wakes_dispatcher(self, queue: _Queue) -> bool:
         """Whether the lane just queued changes what the dispatcher waits for.
@@ -142,8 +176,8 @@ class Scheduler:
                 q.items.clear()
             self._cond.notify_all()
         for request in waiting:
-            if request.future.set_running_or_notify_cancel():
-                request.future.set_exception(EngineClosed("The engine was closed."))
+            if request.sink.start():
+                request.sink.finish(EngineClosed("The engine was closed."))
         self._thread.join(timeout=5)
         self._pool.shutdown(wait=True)
 
@@ -175,8 +209,8 @@ class Scheduler:
         batch: list[_Request] = []
         while queue.items and len(batch) < self.batch_max:
             request = queue.items.popleft()
-            # False means the caller cancelled while waiting: drop the lane.
-            if request.future.set_running_or_notify_cancel():
+            # False means the caller gave up while waiting: drop the lane.
+            if request.sink.start():
                 batch.append(request)
             else:
                 self.stats.record_cancel(queue.key)
@@ -206,7 +240,4 @@ class Scheduler:
 
 def _deliver(batch: list[_Request], results: Sequence[object]) -> None:
     for request, result in zip(batch, results, strict=True):
-        if isinstance(result, BaseException):
-            request.future.set_exception(result)
-        else:
-            request.future.set_result(result)
+        request.sink.finish(result)

@@ -171,12 +171,20 @@ class Engine:
 
     def submit(self, kind: Kind | str, param: str, lane: tuple) -> Future:
         """Queue one lane; its future holds the result or the lane's error."""
+        scheduler, key, lane = self._admit(kind, param, lane)
+        return scheduler.submit(key, lane)
+
+    def _admit(
+        self, kind: Kind | str, param: str, lane: tuple
+    ) -> tuple[Scheduler, OpKey, tuple]:
+        """The running scheduler, the lane's queue and the lane, checked."""
         # Before start() no backend has passed its self-tests, so the
         # capability check below would misreport a stopped engine.
-        if self._scheduler is None or self._closed:
+        scheduler = self._scheduler
+        if scheduler is None or self._closed:
             raise EngineClosed("The engine is not running; call start() first.")
         key = self._check(_kind(kind), param, lane)
-        return self._scheduler.submit(key, normalise_lane(lane))
+        return scheduler, key, normalise_lane(lane)
 
     def has_room(self, kind: Kind | str) -> bool:
         """Whether every queue of ``kind`` can take another request now.
@@ -190,8 +198,11 @@ class Engine:
 
     async def run(self, kind: Kind | str, param: str, lane: tuple) -> object:
         """Run one lane inside a batch and return its result."""
-        future = self.submit(kind, param, lane)
-        return await self._inbox(asyncio.get_running_loop()).wait(future)
+        scheduler, key, lane = self._admit(kind, param, lane)
+        inbox = self._inbox(asyncio.get_running_loop())
+        ticket = inbox.ticket()
+        scheduler.submit_to(key, lane, ticket)
+        return await inbox.wait(ticket)
 
     def _inbox(self, loop: asyncio.AbstractEventLoop) -> Inbox:
         """The inbox of ``loop``; those of closed loops are dropped."""
@@ -362,7 +373,7 @@ class Engine:
                 f"not {type(lane).__name__}."
             )
         key = OpKey(kind, param)
-        if not self.serves(kind, param):
+        if key not in self.serving():
             raise UnsupportedParameterSet(f"No enabled backend serves {key}.")
         return key
 
@@ -479,6 +490,8 @@ class Engine:
 
 
 def _kind(kind: Kind | str) -> Kind:
+    if type(kind) is Kind:
+        return kind
     try:
         return Kind(kind)
     except ValueError:

@@ -38,9 +38,10 @@ class RawConnection:
     ) -> tuple[int, dict[str, str], Any]:
         """Send one request; return (status, headers, decoded JSON or None)."""
         try:
-            return await asyncio.wait_for(
-                self._exchange(method, path, body), self.timeout
-            )
+            # asyncio.timeout, not wait_for: wait_for wraps each request in a
+            # task of its own, a cost a load generator pays per request.
+            async with asyncio.timeout(self.timeout):
+                return await self._exchange(method, path, body)
         except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
             await self.close()
             raise RawHTTPError(f"{type(exc).__name__}: {exc}") from exc

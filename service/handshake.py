@@ -148,11 +148,11 @@ class HandshakeService:
         expires = float(int(time.time() + self.settings.handshake_timeout_seconds))
         pending = {
             "suite": suite.name,
-            "client_random": b64encode(client_random),
-            "server_random": b64encode(server_random),
-            "transcript": b64encode(ch + sh + pr.enc(signature)),
-            "dk_seed": b64encode(pair.dk_seed),
-            "x25519_secret": b64encode(x_secret),
+            "client_random": client_random,
+            "server_random": server_random,
+            "transcript": ch + sh + pr.enc(signature),
+            "dk_seed": pair.dk_seed,
+            "x25519_secret": x_secret,
             "expires_at": expires,
         }
         ttl = self.settings.handshake_timeout_seconds
@@ -200,15 +200,14 @@ class HandshakeService:
         _check_length("kem_ciphertext", ciphertext, _ct_bytes(suite))
         _check_length("client_verify_data", client_vd, suite.hash_len)
 
-        dk_seed = b64decode(pending["dk_seed"], "dk_seed")
-        shared = await self.engine.kem_decaps(suite.kem, dk_seed, ciphertext)
-        ikm = shared + b64decode(pending["x25519_secret"], "x25519_secret")
+        shared = await self.engine.kem_decaps(suite.kem, pending["dk_seed"], ciphertext)
+        ikm = shared + pending["x25519_secret"]
 
-        transcript = b64decode(pending["transcript"], "transcript")
-        th = suite.hash(transcript + pr.key_exchange(handshake_id, ciphertext))
-        client_random = b64decode(pending["client_random"], "client_random")
-        server_random = b64decode(pending["server_random"], "server_random")
-        keys = pr.derive_keys(suite, ikm, client_random, server_random, th)
+        kx = pr.key_exchange(handshake_id, ciphertext)
+        th = suite.hash(pending["transcript"] + kx)
+        keys = pr.derive_keys(
+            suite, ikm, pending["client_random"], pending["server_random"], th
+        )
         if not pr.constant_time_equal(
             pr.client_verify_data(suite, keys, th), client_vd
         ):
@@ -230,11 +229,11 @@ class HandshakeService:
             "state": "active",
             "created_at": now,
             "expires_at": expires,
-            "auth_key": b64encode(keys.auth_key),
-            "client_write_key": b64encode(keys.client_write_key),
-            "server_write_key": b64encode(keys.server_write_key),
-            "client_iv": b64encode(keys.client_iv),
-            "server_iv": b64encode(keys.server_iv),
+            "auth_key": keys.auth_key,
+            "client_write_key": keys.client_write_key,
+            "server_write_key": keys.server_write_key,
+            "client_iv": keys.client_iv,
+            "server_iv": keys.server_iv,
         }
         ttl = self.settings.session_ttl_seconds + self.settings.session_grace_seconds
         await self.store.put_session(session_id, record, ttl)
@@ -307,9 +306,8 @@ class HandshakeService:
                 "The session is unknown or forgotten.", "unknown_session"
             )
         suite = pr.SUITES[record["suite"]]
-        auth_key = b64decode(record["auth_key"], "auth_key")
         expected = pr.session_mac(
-            suite, auth_key, label, session_id, timestamp, nonce_bytes
+            suite, record["auth_key"], label, session_id, timestamp, nonce_bytes
         )
         if not pr.constant_time_equal(expected, mac_bytes):
             raise ProtocolError("The request's MAC is not valid.", "bad_mac")

@@ -4,10 +4,12 @@ Two stores keep one contract (:class:`SessionStore`): the memory store serves a
 single process; the Redis store is shared by every worker and host, so a hello
 answered by one worker can be completed on another.
 
-Records are flat JSON objects, kept as JSON text by both stores, so a record
-comes back as an equal, fresh dict whichever store holds it. Every write
-carries a time to live: nothing outlasts its handshake or session, even when
-the process that wrote it dies.
+Records are flat dicts of str, int, float, bool, None and bytes values. Both
+stores check them the same way and give back an equal, fresh dict: the memory
+store keeps a private copy (no serialising on the handshake's hot path), the
+Redis store keeps JSON text with each bytes value as ``{"b64": "..."}``. Every
+write carries a time to live: nothing outlasts its handshake or session, even
+when the process that wrote it dies.
 
 Records hold key material, so nothing here logs a record; an outage is logged
 once when it starts and once when it ends, not on every call.
@@ -16,6 +18,7 @@ once when it starts and once when it ends, not on every call.
 from __future__ import annotations
 
 import asyncio
+import base64
 import heapq
 import json
 import logging
@@ -35,14 +38,14 @@ from service.errors import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
-Value = str | int | float | bool | None
+Value = str | int | float | bool | bytes | None
 Record = dict[str, Value]
 
 # How a write treats an existing live entry: overwrite it, only create
 # (Redis NX), or only overwrite (Redis XX).
 Mode = Literal["always", "absent", "present"]
 
-_VALUE_TYPES = (str, int, float, bool, type(None))
+_VALUE_TYPES = (str, int, float, bool, bytes, type(None))
 _MAX_ID_LENGTH = 256
 _MAX_NONCE_LENGTH = 64
 
@@ -65,9 +68,9 @@ _SWEEP_CHUNK = 1024
 class SessionStore(ABC):
     """Pending handshakes, sessions and seen nonces, each with a time to live.
 
-    Subclasses provide three primitives on string keys and JSON text; this
-    class checks arguments and builds the keys, so both stores refuse the same
-    inputs the same way.
+    Subclasses provide three primitives on string keys and checked records
+    (``_NONCE`` for a seen nonce); this class checks arguments and builds the
+    keys, so both stores refuse the same inputs the same way.
     """
 
     backend_name: str
@@ -75,20 +78,20 @@ class SessionStore(ABC):
     async def put_pending(self, handshake_id: str, record: Record, ttl: float) -> None:
         """Store a handshake waiting for its key exchange."""
         key = _key("hs:", handshake_id)
-        await self._write(key, _encode(record), _check_ttl(ttl), "always")
+        await self._write(key, _checked(record), _check_ttl(ttl), "always")
 
     async def take_pending(self, handshake_id: str) -> Record | None:
         """Remove and return a pending handshake; of concurrent takers one wins."""
-        return _decode(await self._take(_key("hs:", handshake_id)))
+        return await self._take(_key("hs:", handshake_id))
 
     async def put_session(self, session_id: str, record: Record, ttl: float) -> None:
         """Store a new session."""
         key = _key("s:", session_id)
-        await self._write(key, _encode(record), _check_ttl(ttl), "always")
+        await self._write(key, _checked(record), _check_ttl(ttl), "always")
 
     async def get_session(self, session_id: str) -> Record | None:
         """Return a session, or None when it is unknown or has expired."""
-        return _decode(await self._read(_key("s:", session_id)))
+        return await self._read(_key("s:", session_id))
 
     async def replace_session(
         self, session_id: str, record: Record, ttl: float
@@ -99,12 +102,12 @@ class SessionStore(ABC):
         late update cannot revive it.
         """
         key = _key("s:", session_id)
-        return await self._write(key, _encode(record), _check_ttl(ttl), "present")
+        return await self._write(key, _checked(record), _check_ttl(ttl), "present")
 
     async def check_nonce(self, session_id: str, nonce: bytes, ttl: float) -> bool:
         """Record a nonce; return False if it was already seen within its TTL."""
         key = _nonce_key(session_id, nonce)
-        return await self._write(key, "1", _check_ttl(ttl), "absent")
+        return await self._write(key, _NONCE, _check_ttl(ttl), "absent")
 
     @abstractmethod
     async def ping(self) -> None:
@@ -115,16 +118,16 @@ class SessionStore(ABC):
         """Release the store's resources; later calls raise StoreUnavailable."""
 
     @abstractmethod
-    async def _write(self, key: str, value: str, ttl: float, mode: Mode) -> bool:
+    async def _write(self, key: str, value: Record, ttl: float, mode: Mode) -> bool:
         """Store ``value`` for ``ttl`` seconds; return False if ``mode`` refused."""
 
     @abstractmethod
-    async def _read(self, key: str) -> str | bytes | None:
-        """Return the live value under ``key``, or None."""
+    async def _read(self, key: str) -> Record | None:
+        """Return a fresh copy of the live record under ``key``, or None."""
 
     @abstractmethod
-    async def _take(self, key: str) -> str | bytes | None:
-        """Atomically return and delete the live value under ``key``, or None."""
+    async def _take(self, key: str) -> Record | None:
+        """Atomically remove the live record under ``key`` and return it, or None."""
 
 
 class MemorySessionStore(SessionStore):
@@ -151,7 +154,7 @@ class MemorySessionStore(SessionStore):
         self._sweep_interval = float(sweep_interval)
         self._max_entries = max_entries
         self._lock = threading.Lock()
-        self._entries: dict[str, tuple[float, str]] = {}
+        self._entries: dict[str, tuple[float, Record]] = {}
         # A heap of (deadline, key); it may hold stale pairs for keys since
         # rewritten or taken, which the sweeper skips.
         self._deadlines: list[tuple[float, str]] = []
@@ -187,7 +190,7 @@ class MemorySessionStore(SessionStore):
         if sweeper is not None:
             sweeper.join()
 
-    async def _write(self, key: str, value: str, ttl: float, mode: Mode) -> bool:
+    async def _write(self, key: str, value: Record, ttl: float, mode: Mode) -> bool:
         now = time.monotonic()
         with self._lock:
             self._check_open()
@@ -205,24 +208,27 @@ class MemorySessionStore(SessionStore):
             self._start_sweeper()
         return True
 
-    async def _read(self, key: str) -> str | None:
+    async def _read(self, key: str) -> Record | None:
         with self._lock:
             self._check_open()
-            return self._live(key, time.monotonic())
+            value = self._live(key, time.monotonic())
+        # A copy, as Redis would give: the caller may change what it reads.
+        return None if value is None else dict(value)
 
-    async def _take(self, key: str) -> str | None:
+    async def _take(self, key: str) -> Record | None:
         with self._lock:
             self._check_open()
             value = self._live(key, time.monotonic())
             if value is not None:
                 del self._entries[key]
-            return value
+        # No copy needed: nothing else holds the removed record.
+        return value
 
     def _check_open(self) -> None:
         if self._closed:
             raise StoreUnavailable("The memory session store is closed.")
 
-    def _live(self, key: str, now: float) -> str | None:
+    def _live(self, key: str, now: float) -> Record | None:
         """Return the value under ``key`` if it has not expired (lock held)."""
         entry = self._entries.get(key)
         if entry is None:
@@ -327,11 +333,11 @@ class RedisSessionStore(SessionStore):
         except (RedisError, OSError, TimeoutError) as exc:
             logger.debug("Closing the Redis session store failed: %s", exc)
 
-    async def _write(self, key: str, value: str, ttl: float, mode: Mode) -> bool:
+    async def _write(self, key: str, value: Record, ttl: float, mode: Mode) -> bool:
         reply = await self._call(
             self._client.set,
             self._prefix + key,
-            value,
+            _to_json(value),
             px=max(1, math.ceil(ttl * 1000)),
             nx=mode == "absent",
             xx=mode == "present",
@@ -339,11 +345,11 @@ class RedisSessionStore(SessionStore):
         # SET answers OK, or nil when NX or XX refused the write.
         return bool(reply)
 
-    async def _read(self, key: str) -> bytes | None:
-        return await self._call(self._client.get, self._prefix + key)
+    async def _read(self, key: str) -> Record | None:
+        return _from_json(await self._call(self._client.get, self._prefix + key))
 
-    async def _take(self, key: str) -> bytes | None:
-        return await self._call(self._client.getdel, self._prefix + key)
+    async def _take(self, key: str) -> Record | None:
+        return _from_json(await self._call(self._client.getdel, self._prefix + key))
 
     async def _call(self, command: Any, *args: Any, **options: Any) -> Any:
         """Run one client command under the deadline, mapping every failure.
@@ -436,7 +442,16 @@ def _nonce_key(session_id: str, nonce: bytes) -> str:
     return _key("n:", session_id) + ":" + nonce.hex()
 
 
-def _encode(record: Record) -> str:
+# What a seen nonce's key holds; a record like any other, so one write path.
+_NONCE: Record = {}
+
+
+def _checked(record: Record) -> Record:
+    """A private copy of ``record`` after checking it; refuses what JSON cannot hold.
+
+    Both stores take the same records, so the memory store refuses exactly
+    what the Redis store could not write.
+    """
     if not isinstance(record, dict):
         raise TypeError(f"A record must be a dict, not {type(record).__name__}.")
     for name, value in record.items():
@@ -444,13 +459,27 @@ def _encode(record: Record) -> str:
             raise TypeError("Record field names must be str.")
         if not isinstance(value, _VALUE_TYPES):
             raise TypeError(
-                f"Record field {name!r} must be a str, int, float, bool or None, "
-                f"not {type(value).__name__}."
+                f"Record field {name!r} must be a str, int, float, bool, bytes or "
+                f"None, not {type(value).__name__}."
             )
-    return json.dumps(record, separators=(",", ":"), allow_nan=False)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"Record field {name!r} must be a finite number.")
+    return dict(record)
 
 
-def _decode(raw: str | bytes | None) -> Record | None:
+def _to_json(record: Record) -> str:
+    """JSON text, with each bytes value as ``{"b64": "..."}``."""
+    return json.dumps(
+        {
+            name: {"b64": base64.b64encode(v).decode()} if isinstance(v, bytes) else v
+            for name, v in record.items()
+        },
+        separators=(",", ":"),
+        allow_nan=False,
+    )
+
+
+def _from_json(raw: bytes | None) -> Record | None:
     if raw is None:
         return None
     try:
@@ -461,7 +490,22 @@ def _decode(raw: str | bytes | None) -> Record | None:
         raise StoreUnavailable(
             "The session store holds a record that is not a JSON object."
         )
+    for name, value in record.items():
+        if isinstance(value, dict):
+            record[name] = _bytes_field(value)
     return record
+
+
+def _bytes_field(value: dict) -> bytes:
+    encoded = value.get("b64")
+    if len(value) != 1 or not isinstance(encoded, str):
+        raise StoreUnavailable("The session store holds a record it did not write.")
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except ValueError:
+        raise StoreUnavailable(
+            "The session store holds a record it did not write."
+        ) from None
 
 
 def _describe(client: aioredis.Redis) -> str:

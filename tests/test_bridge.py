@@ -1,10 +1,9 @@
-"""engine._bridge.Inbox: batch results into an event loop, a burst at a time."""
+"""engine._bridge: lane results into an event loop, a burst at a time."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent.futures import Future
 
 import pytest
 
@@ -23,14 +22,15 @@ class CountingInbox(Inbox):
 
 async def test_results_and_errors_arrive_from_another_thread() -> None:
     inbox = Inbox(asyncio.get_running_loop())
-    futures = [Future() for _ in range(3)]
-    waiting = [asyncio.create_task(inbox.wait(f)) for f in futures]
+    tickets = [inbox.ticket() for _ in range(3)]
+    waiting = [asyncio.create_task(inbox.wait(t)) for t in tickets]
     await asyncio.sleep(0)
 
     def finish() -> None:
-        futures[0].set_result(b"one")
-        futures[1].set_exception(ValueError("lane two failed"))
-        futures[2].set_result(3)
+        assert all(t.start() for t in tickets)
+        tickets[0].finish(b"one")
+        tickets[1].finish(ValueError("lane two failed"))
+        tickets[2].finish(3)
 
     thread = threading.Thread(target=finish)
     thread.start()
@@ -43,38 +43,43 @@ async def test_results_and_errors_arrive_from_another_thread() -> None:
 
 async def test_a_burst_of_results_costs_one_callback() -> None:
     inbox = CountingInbox(asyncio.get_running_loop())
-    futures = [Future() for _ in range(64)]
-    waiting = [asyncio.create_task(inbox.wait(f)) for f in futures]
+    tickets = [inbox.ticket() for _ in range(64)]
+    waiting = [asyncio.create_task(inbox.wait(t)) for t in tickets]
     await asyncio.sleep(0)
 
-    for n, future in enumerate(futures):  # one batch finishing, loop busy
-        future.set_result(n)
+    for n, ticket in enumerate(tickets):  # one batch finishing, loop busy
+        ticket.finish(n)
     results = await asyncio.gather(*waiting)
 
     assert results == list(range(64))
     assert inbox.drains == 1
 
 
-async def test_cancelling_the_task_cancels_the_lane() -> None:
+async def test_cancelling_the_task_abandons_the_lane() -> None:
     inbox = Inbox(asyncio.get_running_loop())
-    future: Future = Future()
-    task = asyncio.create_task(inbox.wait(future))
+    ticket = inbox.ticket()
+    task = asyncio.create_task(inbox.wait(ticket))
     await asyncio.sleep(0)
+    assert ticket.start()
 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
 
-    assert future.cancelled()
+    assert not ticket.start()
 
 
-async def test_a_lane_cancelled_by_the_engine_cancels_its_waiter() -> None:
-    inbox = Inbox(asyncio.get_running_loop())
-    future: Future = Future()
-    task = asyncio.create_task(inbox.wait(future))
+async def test_a_result_for_a_cancelled_waiter_is_dropped() -> None:
+    inbox = CountingInbox(asyncio.get_running_loop())
+    ticket = inbox.ticket()
+    task = asyncio.create_task(inbox.wait(ticket))
     await asyncio.sleep(0)
-
-    future.cancel()
-
+    task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+    ticket.finish(b"computed anyway")
+    await asyncio.sleep(0)
+
+    assert inbox.drains == 1
+    assert ticket.waiter.cancelled()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import math
@@ -30,13 +31,19 @@ HANG_GUARD = 5.0  # a store call that takes this long has hung
 
 RECORD = {
     "suite": "MLKEM768-MLDSA65-AES256GCM-SHA384",
-    "auth_key": "c2VjcmV0IGF1dGgga2V5IG1hdGVyaWFs",
+    "auth_key": b"secret auth key material\x00\xff",
     "created_at": 1_767_225_600,
     "ratio": 0.25,
     "hybrid": False,
     "client_address": None,
 }
-SECRET = RECORD["auth_key"]
+# Every form a careless log line could give the secret in.
+SECRET_FORMS = (
+    repr(RECORD["auth_key"]),
+    RECORD["auth_key"].hex(),
+    base64.b64encode(RECORD["auth_key"]).decode(),
+    "secret auth key",
+)
 NONCE = bytes(range(16))
 
 
@@ -98,6 +105,15 @@ async def test_session_round_trip(store: SessionStore) -> None:
 
     assert first is not RECORD
     assert await store.get_session(sid) == RECORD
+
+
+async def test_a_stored_record_is_a_copy(store: SessionStore) -> None:
+    hid = _new_id()
+    mine = dict(RECORD)
+    await store.put_pending(hid, mine, LONG)
+    mine["suite"] = "changed after the write"
+
+    assert await store.take_pending(hid) == RECORD
 
 
 async def test_pending_and_sessions_do_not_collide(store: SessionStore) -> None:
@@ -234,14 +250,14 @@ async def test_bad_ttl_is_refused(store: SessionStore, ttl, error) -> None:
 @pytest.mark.parametrize(
     ("record", "error"),
     [
-        ({"key": b"raw bytes"}, TypeError),
+        ({"key": bytearray(b"mutable")}, TypeError),
         ({"nested": {"a": 1}}, TypeError),
         ({"list": [1, 2]}, TypeError),
         ({1: "int name"}, TypeError),
         ([("a", 1)], TypeError),
         ({"x": math.nan}, ValueError),
     ],
-    ids=["bytes", "nested", "list", "int-name", "not-a-dict", "nan"],
+    ids=["bytearray", "nested", "list", "int-name", "not-a-dict", "nan"],
 )
 async def test_bad_record_is_refused(store: SessionStore, record, error) -> None:
     sid = _new_id()
@@ -374,7 +390,7 @@ async def test_memory_store_refuses_to_grow_past_its_limit(caplog) -> None:
     await store.put_pending(_new_id(), RECORD, LONG)
     assert store.entry_count == 3
 
-    assert SECRET not in caplog.text
+    assert not any(form in caplog.text for form in SECRET_FORMS)
     await store.close()
 
 
@@ -475,7 +491,9 @@ async def test_redis_every_key_has_a_ttl(redis_server: RedisServer) -> None:
     for key in keys:
         assert 0 < raw.pttl(key) <= LONG * 1000, key
     assert 0 < raw.pttl(prefix + "s:" + sids[0]) <= 30_000
-    assert json.loads(raw.get(prefix + "s:" + sids[1])) == RECORD
+    stored = json.loads(raw.get(prefix + "s:" + sids[1]))
+    auth_key = base64.b64encode(RECORD["auth_key"]).decode()
+    assert stored == {**RECORD, "auth_key": {"b64": auth_key}}
     raw.close()
 
 
@@ -505,6 +523,11 @@ async def test_redis_foreign_data_is_refused(redis_server: RedisServer) -> None:
     for sid in ("not-json", "a-list"):
         with pytest.raises(StoreUnavailable, match="JSON object"):
             await store.get_session(sid)
+    raw.set(prefix + "s:odd-field", b'{"k": {"hex": "00"}}', px=60_000)
+    raw.set(prefix + "s:bad-b64", b'{"k": {"b64": "not base64!"}}', px=60_000)
+    for sid in ("odd-field", "bad-b64"):
+        with pytest.raises(StoreUnavailable, match="did not write"):
+            await store.get_session(sid)
     raw.close()
     await store.close()
 
@@ -529,7 +552,7 @@ async def test_redis_stopped_then_restarted(fresh_redis: RedisServer, caplog) ->
     assert len(_records(caplog, logging.WARNING)) == 1
     recovered = [r for r in _records(caplog, logging.INFO) if "again" in r.message]
     assert len(recovered) == 1
-    assert SECRET not in caplog.text
+    assert not any(form in caplog.text for form in SECRET_FORMS)
 
 
 @pytest.mark.redis
