@@ -194,7 +194,8 @@ class Engine:
         """
         if self._scheduler is None:
             return False
-        return self._scheduler.has_room(lambda key: key.kind == Kind(kind))
+        kind = _kind(kind)
+        return self._scheduler.has_room(lambda key: key.kind is kind)
 
     async def run(self, kind: Kind | str, param: str, lane: tuple) -> object:
         """Run one lane inside a batch and return its result."""

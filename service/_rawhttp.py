@@ -42,7 +42,14 @@ class RawConnection:
             # task of its own, a cost a load generator pays per request.
             async with asyncio.timeout(self.timeout):
                 return await self._exchange(method, path, body)
-        except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
+        except (
+            OSError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,  # a head over the reader's 64 KiB limit
+            TimeoutError,
+            ValueError,
+            IndexError,  # a status line without a status
+        ) as exc:
             await self.close()
             raise RawHTTPError(f"{type(exc).__name__}: {exc}") from exc
 
@@ -62,14 +69,13 @@ class RawConnection:
 
     async def _read_response(self) -> tuple[int, dict[str, str], Any]:
         assert self._reader is not None
-        status_line = await self._reader.readuntil(b"\r\n")
-        status = int(status_line.split(b" ", 2)[1])
+        # The whole head in one read: one await instead of one per line.
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        status_line, *lines = head[:-4].decode("latin-1").split("\r\n")
+        status = int(status_line.split(" ", 2)[1])
         headers: dict[str, str] = {}
-        while True:
-            line = await self._reader.readuntil(b"\r\n")
-            if line == b"\r\n":
-                break
-            name, _, value = line.decode("latin-1").partition(":")
+        for line in lines:
+            name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
         length = int(headers.get("content-length", "0"))
         raw = await self._reader.readexactly(length) if length else b""
