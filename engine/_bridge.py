@@ -13,8 +13,9 @@ step.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
+
+from engine.errors import PqcError
 
 
 class Ticket:
@@ -66,17 +67,29 @@ class Inbox:
             self._ready.append((waiter, result))
             first = len(self._ready) == 1
         if first:
-            # RuntimeError: the loop is closed, so nobody is waiting any more.
-            with contextlib.suppress(RuntimeError):
+            try:
                 self.loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:
+                # The loop is closed, so nobody is waiting any more: drop
+                # the results (they may hold shared secrets) now.
+                with self._lock:
+                    self._ready.clear()
 
     def _drain(self) -> None:
         with self._lock:
             ready, self._ready = self._ready, []
         for waiter, result in ready:
-            if waiter.done():
-                continue  # its task was cancelled meanwhile
-            if isinstance(result, BaseException):
-                waiter.set_exception(result)
-            else:
-                waiter.set_result(result)
+            if not waiter.done():  # else its task was cancelled meanwhile
+                _settle(waiter, result)
+
+
+def _settle(waiter: asyncio.Future, result: object) -> None:
+    """Hand one lane's result over; a result asyncio refuses fails that lane only."""
+    if not isinstance(result, BaseException):
+        waiter.set_result(result)
+        return
+    try:
+        waiter.set_exception(result)
+    except TypeError:
+        # StopIteration and its kin cannot travel through a future.
+        waiter.set_exception(PqcError(f"The lane failed with {type(result).__name__}."))

@@ -49,6 +49,7 @@ class RawConnection:
             TimeoutError,
             ValueError,
             IndexError,  # a status line without a status
+            RecursionError,  # a body nested deeper than the JSON parser goes
         ) as exc:
             await self.close()
             raise RawHTTPError(f"{type(exc).__name__}: {exc}") from exc

@@ -10,14 +10,17 @@ got wrong. Mapping to HTTP statuses happens only in ``service.api``.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import x25519
 
 from engine import Engine, Kind, OpKey, QueueFull, SigningKey
+from engine.params import KEM_SEED_BYTES
 from service import protocol as pr
 from service.config import Settings
 from service.control import OffloadSwitch
@@ -190,7 +193,7 @@ class HandshakeService:
         # so refuse for load before taking it: then a retry can still succeed.
         if not self.engine.has_room(Kind.KEM_DECAPS):
             raise QueueFull("The engine's decapsulation queue is full; retry shortly.")
-        pending = await self.store.take_pending(handshake_id)
+        pending = _readable(await self.store.take_pending(handshake_id), _PENDING)
         if pending is None or pending["expires_at"] <= time.time():
             raise ProtocolError(
                 "The handshake is unknown, already used or expired.",
@@ -300,7 +303,7 @@ class HandshakeService:
         nonce_bytes = b64decode(nonce, "nonce", pr.NONCE_BYTES)
         mac_bytes = b64decode(mac, "mac")
 
-        record = await self.store.get_session(session_id)
+        record = _readable(await self.store.get_session(session_id), _SESSION)
         if record is None:
             raise ProtocolError(
                 "The session is unknown or forgotten.", "unknown_session"
@@ -325,6 +328,63 @@ class HandshakeService:
                 "This nonce was already used for this session.", "replayed_request"
             )
         return SessionView(record, _state(record))
+
+
+# The shape of what this server writes, field by field: a pending handshake
+# (section 2) and a session (section 3).
+def _one_of(*choices: str) -> Callable[[object], bool]:
+    return lambda value: isinstance(value, str) and value in choices
+
+
+def _bytes_of(*lengths: int) -> Callable[[object], bool]:
+    """bytes of one of ``lengths`` (of any length when none is given)."""
+    return lambda value: type(value) is bytes and (not lengths or len(value) in lengths)
+
+
+def _number(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
+_PENDING: dict[str, Callable[[object], bool]] = {
+    "suite": _one_of(*pr.SUITES),
+    "client_random": _bytes_of(pr.RANDOM_BYTES),
+    "server_random": _bytes_of(pr.RANDOM_BYTES),
+    "transcript": _bytes_of(),
+    "dk_seed": _bytes_of(KEM_SEED_BYTES),
+    "x25519_secret": _bytes_of(0, pr.X25519_BYTES),
+    "expires_at": _number,
+}
+_SESSION: dict[str, Callable[[object], bool]] = {
+    "session_id": lambda value: isinstance(value, str),
+    "suite": _one_of(*pr.SUITES),
+    "state": _one_of("active", "invalidated"),
+    "created_at": _number,
+    "expires_at": _number,
+    "auth_key": _bytes_of(*{s.hash_len for s in pr.SUITES.values()}),
+}
+
+
+def _readable(
+    record: dict | None, fields: dict[str, Callable[[object], bool]]
+) -> dict | None:
+    """``record`` if it has the shape this server writes, else None.
+
+    A record of another shape (written by an older build sharing the Redis
+    store, or altered there) is treated as unknown, as if it had expired:
+    its handshake or session must start again. Logged without its contents,
+    which hold key material.
+    """
+    if record is None or all(ok(record.get(name)) for name, ok in fields.items()):
+        return record
+    logger.warning(
+        "The session store returned a record this server cannot read (an "
+        "older format, or altered); treating it as unknown."
+    )
+    return None
 
 
 def _serves(serving: frozenset, suite: Suite) -> bool:

@@ -47,6 +47,7 @@ Mode = Literal["always", "absent", "present"]
 
 _VALUE_TYPES = (str, int, float, bool, bytes, type(None))
 _MAX_ID_LENGTH = 256
+_MIN_INT, _MAX_INT = -(2**63), 2**63 - 1  # what every JSON reader keeps exact
 _MAX_NONCE_LENGTH = 64
 
 # One year: longer is surely a unit mistake, and Redis refuses huge PX values.
@@ -455,15 +456,19 @@ def _checked(record: Record) -> Record:
     if not isinstance(record, dict):
         raise TypeError(f"A record must be a dict, not {type(record).__name__}.")
     for name, value in record.items():
-        if not isinstance(name, str):
+        if type(name) is not str:
             raise TypeError("Record field names must be str.")
-        if not isinstance(value, _VALUE_TYPES):
+        # Exact types: a subclass (an enum, say) would come back from Redis
+        # as its base type but from memory as itself.
+        if type(value) not in _VALUE_TYPES:
             raise TypeError(
                 f"Record field {name!r} must be a str, int, float, bool, bytes or "
                 f"None, not {type(value).__name__}."
             )
-        if isinstance(value, float) and not math.isfinite(value):
+        if type(value) is float and not math.isfinite(value):
             raise ValueError(f"Record field {name!r} must be a finite number.")
+        if type(value) is int and not _MIN_INT <= value <= _MAX_INT:
+            raise ValueError(f"Record field {name!r} must fit in 64 bits.")
     return dict(record)
 
 
@@ -484,7 +489,7 @@ def _from_json(raw: bytes | None) -> Record | None:
         return None
     try:
         record = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         record = None
     if not isinstance(record, dict):
         raise StoreUnavailable(

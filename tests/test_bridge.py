@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from engine._bridge import Inbox
+from engine.errors import PqcError
 
 
 class CountingInbox(Inbox):
@@ -83,3 +84,29 @@ async def test_a_result_for_a_cancelled_waiter_is_dropped() -> None:
 
     assert inbox.drains == 1
     assert ticket.waiter.cancelled()
+
+
+async def test_a_result_asyncio_refuses_fails_only_its_own_lane() -> None:
+    inbox = Inbox(asyncio.get_running_loop())
+    tickets = [inbox.ticket() for _ in range(3)]
+    waiting = [asyncio.create_task(inbox.wait(t)) for t in tickets]
+    await asyncio.sleep(0)
+
+    tickets[0].finish(b"first")
+    tickets[1].finish(StopIteration())  # a future cannot carry this one
+    tickets[2].finish(b"third")
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+
+    assert results[0] == b"first" and results[2] == b"third"
+    assert isinstance(results[1], PqcError) and "StopIteration" in str(results[1])
+
+
+def test_results_for_a_closed_loop_are_dropped() -> None:
+    loop = asyncio.new_event_loop()
+    inbox = Inbox(loop)
+    ticket = inbox.ticket()
+    loop.close()
+
+    ticket.finish(b"a shared secret nobody will read")
+
+    assert inbox._ready == []

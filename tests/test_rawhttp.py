@@ -65,8 +65,9 @@ async def test_requests_share_one_connection_and_read_headers() -> None:
         b"HTTP/1.1 abc Bad\r\n\r\n",  # status not a number
         b'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{"a"',  # cut short
         b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nnot",  # not JSON
+        _response(200, b"[" * 100_000),  # nested past the parser's depth
     ],
-    ids=["no-status", "bad-status", "short-body", "not-json"],
+    ids=["no-status", "bad-status", "short-body", "not-json", "deep-json"],
 )
 async def test_a_garbled_answer_is_a_raw_http_error(answer: bytes) -> None:
     server, url, _ = await _serve(answer)

@@ -279,3 +279,63 @@ def test_redis_outage_answers_unavailable_then_recovers(
     else:
         # The restarted Redis is empty: the old session is gone for good.
         assert_error(_verify(http, session), 404, "unknown_session")
+
+
+# -- records the server did not write ---------------------------------------------
+
+
+def _rewrite(redis: RedisServer, key: str, change) -> None:
+    """Rewrite a stored record in place, keeping its TTL."""
+    raw = redis.client()
+    try:
+        record = json.loads(raw.get(key))
+        raw.set(key, json.dumps(change(record)), px=raw.pttl(key))
+    finally:
+        raw.close()
+
+
+def _old_format(record: dict) -> dict:
+    """The format of earlier builds: bytes as bare base64 strings."""
+    return {k: v["b64"] if isinstance(v, dict) else v for k, v in record.items()}
+
+
+_SHORT = {"b64": "AAAA"}
+RESHAPED = {
+    "old-format": _old_format,
+    "bad-number": lambda r: {**r, "expires_at": "soon"},
+    "bad-suite": lambda r: {**r, "suite": "no-such-suite"},
+    "missing-field": lambda r: {
+        k: v for k, v in r.items() if k not in ("dk_seed", "auth_key")
+    },
+    "short-key": lambda r: {**r, "dk_seed": _SHORT, "auth_key": _SHORT},
+}
+
+
+def _outcome(response: httpx.Response) -> tuple[int, str]:
+    return response.status_code, response.json()["error"]["code"]
+
+
+def test_a_record_of_another_shape_is_unknown_not_a_crash(
+    fresh_redis: RedisServer, serve: ServerGroup, response_log: ResponseLog
+) -> None:
+    server = serve.start(_redis_env(fresh_redis))
+    http = response_log.client(server.url)
+    pins = _pins(http)
+    seen = {}
+
+    for name, change in RESHAPED.items():
+        state = ClientHandshake([pr.DEFAULT_SUITE], pins)
+        session = _finish(http, state, _hello(http, state))
+        _rewrite(fresh_redis, f"pqc:s:{session.session_id}", change)
+        verified = _verify(http, session)
+
+        state = ClientHandshake([pr.DEFAULT_SUITE], pins)
+        hello = _hello(http, state)
+        _rewrite(fresh_redis, f"pqc:hs:{hello['handshake_id']}", change)
+        body = state.key_exchange_request(hello)
+        exchanged = http.post("/api/pqc/handshake/key-exchange", json=body)
+        seen[name] = (_outcome(verified), _outcome(exchanged))
+
+    expected = ((404, "unknown_session"), (404, "unknown_handshake"))
+    assert seen == dict.fromkeys(RESHAPED, expected)
+    assert server.log_text().count("cannot read") == 2 * len(RESHAPED)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import enum
 import json
 import logging
 import math
@@ -45,6 +46,12 @@ SECRET_FORMS = (
     "secret auth key",
 )
 NONCE = bytes(range(16))
+
+
+class Kind(enum.IntEnum):
+    """An int subclass: Redis would give back a plain int, so both refuse it."""
+
+    A = 1
 
 
 def _new_id() -> str:
@@ -251,13 +258,24 @@ async def test_bad_ttl_is_refused(store: SessionStore, ttl, error) -> None:
     ("record", "error"),
     [
         ({"key": bytearray(b"mutable")}, TypeError),
+        ({"kind": Kind.A}, TypeError),
+        ({"big": 2**64}, ValueError),
         ({"nested": {"a": 1}}, TypeError),
         ({"list": [1, 2]}, TypeError),
         ({1: "int name"}, TypeError),
         ([("a", 1)], TypeError),
         ({"x": math.nan}, ValueError),
     ],
-    ids=["bytearray", "nested", "list", "int-name", "not-a-dict", "nan"],
+    ids=[
+        "bytearray",
+        "enum",
+        "huge-int",
+        "nested",
+        "list",
+        "int-name",
+        "not-a-dict",
+        "nan",
+    ],
 )
 async def test_bad_record_is_refused(store: SessionStore, record, error) -> None:
     sid = _new_id()
