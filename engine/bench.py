@@ -489,8 +489,9 @@ def load_matplotlib():
         from matplotlib.figure import Figure
     except ImportError:
         raise PqcError(
-            "--plot needs matplotlib, which is not installed: install it "
-            "(pip install 'pqc-engine[bench]') or leave out --plot."
+            "--plot needs matplotlib, which is not installed: install it (in a "
+            "clone: pip install -e '.[bench]'; else pip install matplotlib) or "
+            "leave out --plot."
         ) from None
     return FigureCanvasAgg, Figure
 
