@@ -141,37 +141,54 @@ def _random_states(rng: random.Random, count: int) -> list[list[int]]:
     return [[rng.getrandbits(64) for _ in range(25)] for _ in range(count)]
 
 
+def _interleave(ffi, states: list[list[int]]):
+    """Four states as a 4-way permutation takes them: lane i of state j at 4i+j."""
+    lanes = ffi.new("uint64_t[100]")
+    for j, state in enumerate(states):
+        for i, lane in enumerate(state):
+            lanes[4 * i + j] = lane
+    return lanes
+
+
+def check_one_way(kernels, permute, states: list[list[int]]) -> None:
+    """``permute`` (a one-state Keccak-f[1600]) equals the reference."""
+    ffi, lib = kernels.ffi, kernels.lib
+    for state in states:
+        ref, fast = ffi.new("uint64_t[25]", state), ffi.new("uint64_t[25]", state)
+        lib.keccak_f1600(ref)
+        permute(fast)
+        assert list(fast) == list(ref)
+
+
+def check_four_way(kernels, permute, states: list[list[int]]) -> None:
+    """``permute`` (a 4-way Keccak-f[1600]) equals four reference calls."""
+    ffi, lib = kernels.ffi, kernels.lib
+    lanes = _interleave(ffi, states)
+    permute(lanes)
+    for j, state in enumerate(states):
+        ref = ffi.new("uint64_t[25]", state)
+        lib.keccak_f1600(ref)
+        assert [lanes[4 * i + j] for i in range(25)] == list(ref)
+
+
 # -- Keccak
 
 
 @needs_avx2
 @pytest.mark.timeout(60)
 def test_scalar_permutation_matches_reference(keccak):
-    ffi, lib = keccak.ffi, keccak.lib
-    for state in _random_states(random.Random(1), 200):
-        ref, fast = ffi.new("uint64_t[25]", state), ffi.new("uint64_t[25]", state)
-        lib.keccak_f1600(ref)
-        lib.pqc_avx2_keccak_f1600(fast)
-        assert list(fast) == list(ref)
+    states = _random_states(random.Random(1), 200)
+    check_one_way(keccak, keccak.lib.pqc_avx2_keccak_f1600, states)
 
 
 @needs_avx2
 @pytest.mark.timeout(60)
 def test_four_way_permutation_matches_four_reference_calls(keccak):
-    ffi, lib = keccak.ffi, keccak.lib
     rng = random.Random(2)
     for _ in range(100):
-        states = _random_states(rng, 4)
-        interleaved = ffi.new("uint64_t[100]")
-        for j, state in enumerate(states):
-            for i, lane in enumerate(state):
-                interleaved[4 * i + j] = lane
-        lib.pqc_avx2_keccak_f1600_x4(interleaved)
-
-        for j, state in enumerate(states):
-            ref = ffi.new("uint64_t[25]", state)
-            lib.keccak_f1600(ref)
-            assert [interleaved[4 * i + j] for i in range(25)] == list(ref)
+        check_four_way(
+            keccak, keccak.lib.pqc_avx2_keccak_f1600_x4, _random_states(rng, 4)
+        )
 
 
 def _shake_x4(keccak, rate: int, inputs: list[bytes], outlen: int) -> list[bytes]:

@@ -30,9 +30,12 @@ from tests.test_kernels_avx2 import (
     KECCAK_CDEF,
     SHAKE128_RATE,
     SHAKE256_RATE,
+    _interleave,
     _random_states,
     _shake_x4,
     build_ct_harness,
+    check_four_way,
+    check_one_way,
     expected_impl,
 )
 
@@ -64,42 +67,22 @@ def keccak():
     return build_kernels("_test_avx512_keccak", cdef, sources, headers)
 
 
-def _interleave(ffi, states: list[list[int]]):
-    lanes = ffi.new("uint64_t[100]")
-    for j, state in enumerate(states):
-        for i, lane in enumerate(state):
-            lanes[4 * i + j] = lane
-    return lanes
-
-
 @needs_avx512
 @pytest.mark.timeout(60)
 def test_one_state_permutation_matches_reference(keccak):
-    ffi, lib = keccak.ffi, keccak.lib
     states = [[0] * 25, [2**64 - 1] * 25, *_random_states(random.Random(3), 200)]
-    for state in states:
-        ref, fast = ffi.new("uint64_t[25]", state), ffi.new("uint64_t[25]", state)
-        lib.keccak_f1600(ref)
-        lib.pqc_avx512_keccak_f1600(fast)
-        assert list(fast) == list(ref)
+    check_one_way(keccak, keccak.lib.pqc_avx512_keccak_f1600, states)
 
 
 @needs_avx512
 @pytest.mark.timeout(60)
 def test_four_way_permutation_matches_four_reference_calls(keccak):
     """Random states, and the all-zero and all-one states beside them."""
-    ffi, lib = keccak.ffi, keccak.lib
     rng = random.Random(512)
     cases = [[[0] * 25, [2**64 - 1] * 25, *_random_states(rng, 2)]]
     cases += [_random_states(rng, 4) for _ in range(100)]
     for states in cases:
-        lanes = _interleave(ffi, states)
-        lib.pqc_avx512_keccak_f1600_x4(lanes)
-
-        for j, state in enumerate(states):
-            ref = ffi.new("uint64_t[25]", state)
-            lib.keccak_f1600(ref)
-            assert [lanes[4 * i + j] for i in range(25)] == list(ref)
+        check_four_way(keccak, keccak.lib.pqc_avx512_keccak_f1600_x4, states)
 
 
 @needs_avx512
@@ -243,19 +226,13 @@ def table():
 def test_table_names_the_probes_choice_and_its_permutation(table):
     """The chosen table's 4-way permutation, called through the table, is
     Keccak-f[1600]; the reference's table has none."""
-    ffi, lib = table.ffi, table.lib
-    impl = lib.pqc_impl_get()
+    ffi = table.ffi
+    impl = table.lib.pqc_impl_get()
     assert ffi.string(impl.name).decode() == expected_impl(FORCED)
     if expected_impl(FORCED) == "ref":
         assert impl.keccak_f1600_x4 == ffi.NULL
         return
-    states = _random_states(random.Random(6), 4)
-    lanes = _interleave(ffi, states)
-    impl.keccak_f1600_x4(lanes)
-    for j, state in enumerate(states):
-        ref = ffi.new("uint64_t[25]", state)
-        lib.keccak_f1600(ref)
-        assert [lanes[4 * i + j] for i in range(25)] == list(ref)
+    check_four_way(table, impl.keccak_f1600_x4, _random_states(random.Random(6), 4))
 
 
 @needs_avx512
