@@ -132,11 +132,6 @@ class KernelLayout:
     outputs: tuple[tuple[str, int], ...]
 
 
-def _sig_number(name: str) -> int:
-    # ML-DSA kernels take the set as the number in its FIPS name.
-    return int(name.rsplit("-", 1)[1])
-
-
 def kernel_param(kernel: Kernel, param: str | int) -> int:
     """The C parameter for ``param``: a FIPS name or the C number itself.
 
@@ -150,7 +145,7 @@ def kernel_param(kernel: Kernel, param: str | int) -> int:
     if kernel.is_kem and param in KEM_PARAMS:
         return KEM_PARAMS[param].k
     if not kernel.is_kem and param in SIG_PARAMS:
-        return _sig_number(param)
+        return SIG_PARAMS[param].number
     raise UnsupportedParameterSet(
         f"The kernel {kernel.name} does not take the parameter set {param!r}."
     )

@@ -66,6 +66,12 @@ class SigParams:
     lam: int  # collision strength lambda, in bits
 
     @property
+    def number(self) -> int:
+        """The number in the set's FIPS name (44, 65, 87): how the kernels
+        name it."""
+        return int(self.name.rsplit("-", 1)[1])
+
+    @property
     def d(self) -> int:
         return 13
 

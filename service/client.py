@@ -100,13 +100,13 @@ def _openssl_verify(sig: str, pk: bytes, signature: bytes, message: bytes) -> bo
 
 def _kernel_verify(sig: str, pk: bytes, signature: bytes, message: bytes) -> bool:
     _, lib = _KERNELS
-    ctx = pr.SIGNATURE_CONTEXT
-    if len(pk) != sig_params(sig).pk_bytes:
+    ctx, spec = pr.SIGNATURE_CONTEXT, sig_params(sig)
+    if len(pk) != spec.pk_bytes:
         return False  # the kernel reads pk_bytes from pk; it checks siglen itself
-    ps = int(sig.rsplit("-", 1)[1])  # the kernels number a set as its FIPS name
     status = lib.mldsa_verify(
-        ps, pk, message, len(message), ctx, len(ctx), signature, len(signature)
-    )
+        spec.number, pk, message, len(message), ctx, len(ctx), signature,
+        len(signature),
+    )  # fmt: skip
     return status == lib.PQC_OK
 
 

@@ -162,10 +162,6 @@ def single_keygen(k: int, seed: bytes) -> tuple[bytes, bytes]:
     return bytes(ffi.buffer(ek)), bytes(ffi.buffer(dk))
 
 
-def sig_number(name: str) -> int:
-    return int(name.rsplit("-", 1)[1])
-
-
 @pytest.fixture
 def dev():
     handle = open_device()
@@ -374,7 +370,7 @@ def test_kem_layouts_follow_fips_203(params):
 @pytest.mark.parametrize("params", SIG, ids=SIG_IDS)
 def test_sig_layouts_follow_fips_204(params):
     pk, sk, sig = params.pk_bytes, params.sk_bytes, params.sig_bytes
-    ps = sig_number(params.name)
+    ps = params.number
     assert layout(lib.PQC_DEV_KERNEL_MLDSA_KEYGEN, ps) == ([32, pk, sk, 0], 1, 2)
     assert layout(lib.PQC_DEV_KERNEL_MLDSA_SIGN_MU, ps) == ([4, 64, 32, sig], 3, 1)
     assert layout(lib.PQC_DEV_KERNEL_MLDSA_VERIFY_MU, ps) == ([pk, 64, sig, 0], 3, 0)
@@ -676,7 +672,7 @@ def sign_launch(dev, stream, ps: int, slots: list[int], mu: bytes, rnd: bytes):
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("params", SIG, ids=SIG_IDS)
 def test_key_slots_sign_like_the_single_call(dev, stream, params):
-    ps = sig_number(params.name)
+    ps = params.number
     xi = os.urandom(32)
     pk, sk = (
         ffi.new("uint8_t[]", params.pk_bytes),

@@ -33,7 +33,7 @@ from bindings._pqc_kernels import ffi as ext_ffi
 from bindings._pqc_kernels import lib as ext_lib
 
 from bindings.runtime import Device, Kernel
-from engine.params import KEM_PARAMS, SIG_PARAMS, KemParams, SigParams
+from engine.params import KEM_PARAMS, SIG_PARAMS, KemParams
 from tests import test_kernels_mldsa, test_kernels_mlkem
 from tests.kernel_build import (
     COMPILE_ARGS,
@@ -394,7 +394,7 @@ def test_mldsa_decompose_matches_reference(poly, params):
         r = ffi.new("int32_t[256]", values[at : at + 256])
         want1, want0 = ffi.new("int32_t[256]"), ffi.new("int32_t[256]")
         got1, got0 = ffi.new("int32_t[256]"), ffi.new("int32_t[256]")
-        assert lib.mldsa_decompose_many(_sig_ps(params), want1, want0, r, 256) == 0
+        assert lib.mldsa_decompose_many(params.number, want1, want0, r, 256) == 0
         assert lib.pqc_avx2_mldsa_decompose(gamma2, got1, got0, r) == 0
         assert (list(got1), list(got0)) == (list(want1), list(want0))
 
@@ -532,17 +532,13 @@ def test_kem_matches_reference(device, oracle, params, n):
         assert dec["ss"][i].tobytes() == ffi.buffer(ss)[:]
 
 
-def _sig_ps(p: SigParams) -> int:
-    return int(p.name.rsplit("-", 1)[1])
-
-
 @needs_avx2
 @pytest.mark.timeout(300)
 @SIG
 @SIZES
 def test_sig_matches_reference(device, oracle, params, n):
     ffi, lib = oracle.ffi, oracle.lib
-    ps = _sig_ps(params)
+    ps = params.number
     rng = np.random.default_rng(ps * 1000 + n)
     xi, mu, rnd = _rand(rng, n, 32), _rand(rng, n, 64), _rand(rng, n, 32)
 

@@ -38,3 +38,11 @@ def test_unknown_names_are_refused() -> None:
         P.kem_params("Kyber768")
     with pytest.raises(UnsupportedParameterSet):
         P.sig_params("ML-DSA-99")
+
+
+def test_sig_sets_are_numbered_as_their_fips_names() -> None:
+    assert {name: p.number for name, p in P.SIG_PARAMS.items()} == {
+        "ML-DSA-44": 44,
+        "ML-DSA-65": 65,
+        "ML-DSA-87": 87,
+    }

@@ -74,10 +74,6 @@ def kem_encaps(k: int, ek: bytes, m: bytes) -> tuple[bytes, bytes]:
     return bytes(ct), bytes(ss)
 
 
-def sig_number(params: SigParams) -> int:
-    return int(params.name.rsplit("-", 1)[1])
-
-
 def sig_keygen(ps: int, xi: bytes) -> tuple[bytes, bytes]:
     pk, sk = _out(lib.mldsa_pk_bytes(ps)), _out(lib.mldsa_sk_bytes(ps))
     _call(lib.mldsa_keygen, ps, pk, sk, xi)
@@ -385,7 +381,7 @@ def test_bad_lanes_fail_alone(device):
 
 
 def check_sig_batch(device: Device, params: SigParams, n: int) -> None:
-    name, ps = params.name, sig_number(params)
+    name, ps = params.name, params.number
     xi, mu, rnd = os.urandom(32 * n), os.urandom(64 * n), os.urandom(32 * n)
 
     keys, st = device.run(Kernel.MLDSA_KEYGEN, name, n, {"xi": xi})

@@ -172,7 +172,7 @@ class RefKernelBackend(Backend):
 
     def _sig_keys(self, spec: P.SigParams, seed: bytes) -> tuple[bytes, bytes]:
         pk, sk = self._buf(spec.pk_bytes), self._buf(spec.sk_bytes)
-        _ok(self.lib.mldsa_keygen(_ps(spec), pk, sk, seed))
+        _ok(self.lib.mldsa_keygen(spec.number, pk, sk, seed))
         return bytes(pk), bytes(sk)
 
     def _sig_keygen(self, param: str, lane: tuple) -> SigKeyPair:
@@ -182,7 +182,7 @@ class RefKernelBackend(Backend):
     def _sig_sign(self, param: str, lane: tuple) -> bytes:
         spec = P.sig_params(param)
         _, sk = self.slots[lane.slot]
-        sig, msg, ps = self._buf(spec.sig_bytes), lane.message, _ps(spec)
+        sig, msg, ps = self._buf(spec.sig_bytes), lane.message, spec.number
         rnd = lane.rnd if lane.rnd is not None else os.urandom(32)
         if lane.mode == "pure":
             ctx = lane.context
@@ -195,7 +195,7 @@ class RefKernelBackend(Backend):
 
     def _sig_verify(self, param: str, lane: tuple) -> bool:
         spec = P.sig_params(param)
-        pk, ps = _sized("pk", lane.pk, spec.pk_bytes), _ps(spec)
+        pk, ps = _sized("pk", lane.pk, spec.pk_bytes), spec.number
         msg, ctx, sig = lane.message, lane.context, lane.signature
         if lane.mode == "pure":
             args = (msg, len(msg), ctx, len(ctx), sig, len(sig))
@@ -211,10 +211,6 @@ class RefKernelBackend(Backend):
             return False
         _ok(status)
         return True
-
-
-def _ps(spec: P.SigParams) -> int:
-    return int(spec.name.rsplit("-", 1)[1])
 
 
 def _sized(what: str, value: bytes, size: int) -> bytes:
